@@ -1,0 +1,19 @@
+"""The bound engine: perturbation sets, relaxations and bound methods."""
+
+from verinet.bounds.api import compute_bounds, margin_bounds
+from verinet.bounds.graph import BoundGraph
+from verinet.bounds.methods import CROWN, CROWNIBP, IBP, BoundMethod
+from verinet.bounds.perturbation import L2Ball, LinfBall, Perturbation
+
+__all__ = [
+    "CROWN",
+    "CROWNIBP",
+    "IBP",
+    "BoundGraph",
+    "BoundMethod",
+    "L2Ball",
+    "LinfBall",
+    "Perturbation",
+    "compute_bounds",
+    "margin_bounds",
+]

@@ -1,0 +1,129 @@
+"""Public entry points: ``compute_bounds`` and ``margin_bounds``."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from verinet._validation import (
+    check_choice,
+    check_epsilon,
+    check_input_range,
+    check_x,
+    check_y,
+)
+from verinet.bounds.graph import BoundGraph
+from verinet.bounds.methods import METHODS, BoundMethod
+from verinet.bounds.perturbation import NORMS
+from verinet.errors import InvalidInputError
+
+
+def resolve_method(method) -> BoundMethod:
+    """Turn ``"ibp" | "crown" | "crown-ibp"`` or a method object into an object."""
+    if isinstance(method, BoundMethod):
+        return method
+    return METHODS[check_choice("method", method, tuple(METHODS))]()
+
+
+def make_perturbation(epsilon, norm="linf", input_range=None, x=None):
+    """Build the perturbation set after checking its arguments."""
+    norm = check_choice("norm", norm, tuple(NORMS))
+    return NORMS[norm](check_epsilon(epsilon), check_input_range(input_range, x))
+
+
+def _model_dtype(model, dtype):
+    if dtype is not None:
+        return check_choice("dtype", str(dtype), ("float32", "float64"))
+    return model.dtype if model.dtype in ("float32", "float64") else "float32"
+
+
+def bound_batches(model, x, perturbation, method, C=None, lower=True, upper=True,
+                  dtype=None, batch_size=None):
+    """Run ``method`` over ``x`` in batches; return numpy ``(lower, upper)``."""
+    graph = BoundGraph(model)
+    dtype = _model_dtype(model, dtype)
+    size = len(x) if batch_size is None else int(batch_size)
+    lows, ups = [], []
+    for start in range(0, len(x), size):
+        xb = ops.convert_to_tensor(x[start : start + size], dtype=dtype)
+        Cb = None if C is None else ops.convert_to_tensor(C[start : start + size], dtype=dtype)
+        low, up = method.bounds(graph, xb, perturbation, Cb, lower, upper)
+        lows.append(None if low is None else ops.convert_to_numpy(low))
+        ups.append(None if up is None else ops.convert_to_numpy(up))
+    join = (lambda parts: None if parts[0] is None else np.concatenate(parts))
+    return join(lows), join(ups)
+
+
+def compute_bounds(model, x, epsilon, method="ibp", norm="linf", input_range=None,
+                   C=None, dtype=None, batch_size=None):
+    """Bound a model's outputs over a perturbation set around each input.
+
+    Args:
+        model: a Keras model made of verinet layers (see ``vn.convert``).
+        x: inputs ``(batch, *input_shape)``.
+        epsilon: radius of the ball, in input units.
+        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"`` or a bound method object.
+        norm: ``"linf"`` or ``"l2"``.
+        input_range: optional ``(low, high)`` valid input box.
+        C: optional specification ``(batch, specs, classes)``; bounds are then
+            on ``C @ output``.
+        dtype: ``"float32"`` or ``"float64"`` (default: the model's dtype).
+        batch_size: bound this many inputs at a time (default: all at once).
+
+    Returns:
+        ``(lower, upper)`` numpy arrays shaped ``(batch, classes)`` or
+        ``(batch, specs)``.
+
+    Example:
+        >>> lower, upper = vn.compute_bounds(model, x_test[:8], 0.05, method="crown")
+    """
+    x = check_x(model, x)
+    perturbation = make_perturbation(epsilon, norm, input_range, x)
+    method = resolve_method(method)
+    classes = model.outputs[0].shape[-1]
+    if C is not None:
+        C = np.asarray(C)
+        if C.ndim != 3 or C.shape[0] != len(x) or C.shape[2] != classes:
+            raise InvalidInputError(
+                f"C must have shape (batch={len(x)}, specs, classes={classes}), "
+                f"got {C.shape}."
+            )
+    return bound_batches(model, x, perturbation, method, C, dtype=dtype,
+                         batch_size=batch_size)
+
+
+def margin_spec(y, classes: int) -> np.ndarray:
+    """Specification rows ``e_y - e_j`` for every class ``j`` (row ``y`` is 0)."""
+    C = np.zeros((len(y), classes, classes), dtype=np.float32)
+    C[np.arange(len(y)), :, y] = 1.0
+    C -= np.eye(classes, dtype=np.float32)[None]
+    return C
+
+
+def margin_bounds(model, x, y, epsilon, method="crown", norm="linf",
+                  input_range=None, dtype=None, batch_size=None):
+    """Lower bounds of ``f_y(x') - f_j(x')`` over the perturbation set.
+
+    Args:
+        model, x, epsilon, method, norm, input_range, dtype, batch_size: as in
+            ``compute_bounds``.
+        y: integer labels ``(batch,)``.
+
+    Returns:
+        ``(batch, classes)`` numpy array; column ``j`` bounds the margin to
+        class ``j`` and column ``y`` is ``+inf``. A sample is robust when every
+        entry is positive.
+
+    Example:
+        >>> margins = vn.margin_bounds(model, x_test, y_test, 0.05)
+        >>> verified = (margins > 0).all(axis=1)
+    """
+    x = check_x(model, x)
+    classes = model.outputs[0].shape[-1]
+    y = check_y(y, len(x), classes)
+    perturbation = make_perturbation(epsilon, norm, input_range, x)
+    lower, _ = bound_batches(model, x, perturbation, resolve_method(method),
+                             margin_spec(y, classes), upper=False, dtype=dtype,
+                             batch_size=batch_size)
+    lower[np.arange(len(y)), y] = np.inf
+    return lower

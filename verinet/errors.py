@@ -1,0 +1,17 @@
+"""Exception classes raised by verinet."""
+
+
+class VerinetError(Exception):
+    """Base class of every error verinet raises on purpose."""
+
+
+class UnsupportedLayerError(VerinetError, TypeError):
+    """A layer has no bound rule, so the model cannot be bounded or converted."""
+
+
+class InvalidInputError(VerinetError, ValueError):
+    """An argument (data, epsilon, method, range, ...) is malformed."""
+
+
+class SoundnessError(VerinetError, AssertionError):
+    """A bound claimed robustness that an attack refuted: a bug, never hidden."""

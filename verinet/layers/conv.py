@@ -1,0 +1,76 @@
+"""Bound-aware 2-D convolution."""
+
+import keras
+from keras import ops
+
+from verinet.errors import InvalidInputError
+from verinet.layers._checks import require_channels_last, require_linear_activation
+from verinet.layers._spatial import crop_hw, pad_hw, paddings
+from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
+
+
+@keras.saving.register_keras_serializable(package="verinet")
+class Conv2D(keras.layers.Conv2D, AffineRule):
+    """``keras.layers.Conv2D`` with IBP and CROWN bound rules.
+
+    Supports strides and 'valid'/'same' padding in channels_last layout.
+    Activations are separate layers, so ``activation`` must be ``None``.
+
+    Example:
+        >>> from verinet import layers
+        >>> layer = layers.Conv2D(16, 3, strides=2, padding="same")
+    """
+
+    def __init__(self, filters, kernel_size, activation=None, **kwargs):
+        require_linear_activation("Conv2D", activation)
+        require_channels_last("Conv2D", kwargs.get("data_format"))
+        if kwargs.get("groups", 1) != 1:
+            raise InvalidInputError("verinet.layers.Conv2D supports groups=1 only.")
+        if kwargs.get("dilation_rate", 1) not in (1, (1, 1), [1, 1]):
+            raise InvalidInputError(
+                "verinet.layers.Conv2D supports dilation_rate=1 only."
+            )
+        super().__init__(filters, kernel_size, activation=None, **kwargs)
+
+    def _pads(self, hw):
+        return paddings(hw, self.kernel_size, self.strides, self.padding)
+
+    def _linear(self, x):
+        """The convolution without bias, with explicit padding."""
+        pads = self._pads(x.shape[1:3])
+        x = pad_hw(x, pads)
+        return ops.conv(x, cast_like(self.kernel, x), strides=self.strides)
+
+    def interval(self, lower, upper):
+        center, radius = center_radius(lower, upper)
+        mid = self._linear(center)
+        if self.use_bias:
+            mid = mid + cast_like(self.bias, lower)
+        pads = self._pads(lower.shape[1:3])
+        rad = ops.conv(
+            pad_hw(radius, pads),
+            ops.abs(cast_like(self.kernel, lower)),
+            strides=self.strides,
+        )
+        return mid - rad, mid + rad
+
+    def backward_affine(self, A, input_shape):
+        batch, specs, ho, wo, co = A.shape
+        in_hw = input_shape[:2]
+        pads = self._pads(in_hw)
+        padded = (in_hw[0] + sum(pads[0]), in_hw[1] + sum(pads[1]))
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        out_pad = (padded[0] - ((ho - 1) * sh + kh), padded[1] - ((wo - 1) * sw + kw))
+        flat = ops.reshape(A, (batch * specs, ho, wo, co))
+        A_in = ops.conv_transpose(
+            flat,
+            cast_like(self.kernel, A),
+            strides=self.strides,
+            padding="valid",
+            output_padding=out_pad,
+        )
+        A_in = crop_hw(A_in, pads, in_hw)
+        A_in = ops.reshape(A_in, (batch, specs, *A_in.shape[1:]))
+        bias = sum_spec(A * cast_like(self.bias, A)) if self.use_bias else None
+        return A_in, bias

@@ -1,0 +1,44 @@
+"""Bound-aware fully connected layer."""
+
+import keras
+from keras import ops
+
+from verinet.layers._checks import require_linear_activation
+from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
+
+
+@keras.saving.register_keras_serializable(package="verinet")
+class Dense(keras.layers.Dense, AffineRule):
+    """``keras.layers.Dense`` with IBP and CROWN bound rules.
+
+    Activations are separate layers (``layers.ReLU()``...), so ``activation``
+    must be ``None``. Every other argument is Keras's.
+
+    Example:
+        >>> from verinet import layers
+        >>> layer = layers.Dense(10)
+    """
+
+    def __init__(self, units, activation=None, **kwargs):
+        require_linear_activation("Dense", activation)
+        if kwargs.get("lora_rank"):
+            raise ValueError("verinet.layers.Dense does not support LoRA.")
+        super().__init__(units, activation=None, **kwargs)
+
+    def _bias(self, ref):
+        return cast_like(self.bias, ref) if self.use_bias else None
+
+    def interval(self, lower, upper):
+        center, radius = center_radius(lower, upper)
+        kernel = cast_like(self.kernel, lower)
+        mid = ops.matmul(center, kernel)
+        if self.use_bias:
+            mid = mid + self._bias(lower)
+        rad = ops.matmul(radius, ops.abs(kernel))
+        return mid - rad, mid + rad
+
+    def backward_affine(self, A, input_shape):
+        kernel = cast_like(self.kernel, A)
+        A_in = ops.matmul(A, ops.transpose(kernel))
+        bias = sum_spec(A * self._bias(A)) if self.use_bias else None
+        return A_in, bias

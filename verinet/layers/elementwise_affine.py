@@ -1,0 +1,32 @@
+"""Shared rule for layers that are ``y = x * scale + shift`` elementwise."""
+
+from keras import ops
+
+from verinet.layers.base import AffineRule, center_radius, sum_spec
+
+
+class ElementwiseAffineRule(AffineRule):
+    """An affine map that scales and shifts each element (broadcasting).
+
+    Subclasses return ``(scale, shift)`` from ``affine_params(reference)``,
+    cast to the reference tensor's dtype and broadcastable to a batch of
+    outputs.
+    """
+
+    def affine_params(self, reference):
+        raise NotImplementedError
+
+    def interval(self, lower, upper):
+        scale, shift = self.affine_params(lower)
+        center, radius = center_radius(lower, upper)
+        mid = center * scale + shift
+        rad = radius * ops.abs(scale)
+        return mid - rad, mid + rad
+
+    def backward_affine(self, A, input_shape):
+        scale, shift = self.affine_params(A)
+        # The parameters broadcast against (batch, ...); A has a spec axis too.
+        scale = ops.expand_dims(scale, 1) if len(ops.shape(scale)) > 1 else scale
+        shift = ops.expand_dims(shift, 1) if len(ops.shape(shift)) > 1 else shift
+        bias = sum_spec(A * shift)
+        return A * scale, bias
