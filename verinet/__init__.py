@@ -1,28 +1,46 @@
 """verinet: train Keras models that resist adversarial perturbations, prove it,
-and deploy exactly the model that was proven."""
+and deploy exactly the model that was proven.
+
+Example:
+    >>> import verinet as vn
+    >>> from verinet import layers
+    >>> model = vn.Sequential([layers.Input((8, 8, 1)), layers.Flatten(),
+    ...                        layers.Dense(64), layers.ReLU(), layers.Dense(10)])
+"""
 
 from verinet import _backend
 
 _backend.ensure_torch_backend()
 
-from verinet import bounds, layers  # noqa: E402
+from verinet import attacks, bounds, datasets, layers  # noqa: E402
+from verinet._backend import BackendError  # noqa: E402
 from verinet.bounds import compute_bounds, margin_bounds  # noqa: E402
+from verinet.certify import CertificationReport, certify  # noqa: E402
 from verinet.errors import (  # noqa: E402
     InvalidInputError,
     SoundnessError,
     UnsupportedLayerError,
     VerinetError,
 )
+from verinet.models import Model, Sequential, convert  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendError",
+    "CertificationReport",
     "InvalidInputError",
+    "Model",
+    "Sequential",
     "SoundnessError",
     "UnsupportedLayerError",
     "VerinetError",
+    "attacks",
     "bounds",
+    "certify",
     "compute_bounds",
+    "convert",
+    "datasets",
     "layers",
     "margin_bounds",
 ]

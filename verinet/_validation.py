@@ -14,21 +14,27 @@ def check_x(model, x, name: str = "x") -> np.ndarray:
     try:
         array = np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - anything unconvertible
-        raise InvalidInputError(f"{name} must be array-like, got {type(x).__name__}.") from exc
+        raise InvalidInputError(
+            f"{name} must be array-like, got {type(x).__name__}."
+        ) from exc
     if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+        np.issubdtype(array.dtype, np.floating)
+        or np.issubdtype(array.dtype, np.integer)
     ):
         raise InvalidInputError(
             f"{name} must hold numbers (float or int), got dtype {array.dtype}."
         )
-    expected = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    expected = (
+        tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    )
     if expected is not None:
         if array.ndim == len(expected):
             hint = f" For one sample use {name}[None]."
         else:
             hint = ""
         if array.ndim != len(expected) + 1 or any(
-            e is not None and e != s for e, s in zip(expected, array.shape[1:])
+            e is not None and e != s
+            for e, s in zip(expected, array.shape[1:], strict=True)
         ):
             raise InvalidInputError(
                 f"{name} has shape {array.shape}, but model {model.name!r} takes "
@@ -57,7 +63,9 @@ def check_y(y, batch: int, classes: int) -> np.ndarray:
         if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
             array = array.astype(np.int64)
         else:
-            raise InvalidInputError(f"y must hold integer labels, got dtype {array.dtype}.")
+            raise InvalidInputError(
+                f"y must hold integer labels, got dtype {array.dtype}."
+            )
     if array.min() < 0 or array.max() >= classes:
         raise InvalidInputError(
             f"y holds labels in [{array.min()}, {array.max()}], but the model has "

@@ -37,8 +37,17 @@ def _model_dtype(model, dtype):
     return model.dtype if model.dtype in ("float32", "float64") else "float32"
 
 
-def bound_batches(model, x, perturbation, method, C=None, lower=True, upper=True,
-                  dtype=None, batch_size=None):
+def bound_batches(
+    model,
+    x,
+    perturbation,
+    method,
+    C=None,
+    lower=True,
+    upper=True,
+    dtype=None,
+    batch_size=None,
+):
     """Run ``method`` over ``x`` in batches; return numpy ``(lower, upper)``."""
     graph = BoundGraph(model)
     dtype = _model_dtype(model, dtype)
@@ -46,16 +55,32 @@ def bound_batches(model, x, perturbation, method, C=None, lower=True, upper=True
     lows, ups = [], []
     for start in range(0, len(x), size):
         xb = ops.convert_to_tensor(x[start : start + size], dtype=dtype)
-        Cb = None if C is None else ops.convert_to_tensor(C[start : start + size], dtype=dtype)
+        Cb = (
+            None
+            if C is None
+            else ops.convert_to_tensor(C[start : start + size], dtype=dtype)
+        )
         low, up = method.bounds(graph, xb, perturbation, Cb, lower, upper)
         lows.append(None if low is None else ops.convert_to_numpy(low))
         ups.append(None if up is None else ops.convert_to_numpy(up))
-    join = (lambda parts: None if parts[0] is None else np.concatenate(parts))
-    return join(lows), join(ups)
+    return _join(lows), _join(ups)
 
 
-def compute_bounds(model, x, epsilon, method="ibp", norm="linf", input_range=None,
-                   C=None, dtype=None, batch_size=None):
+def _join(parts):
+    return None if parts[0] is None else np.concatenate(parts)
+
+
+def compute_bounds(
+    model,
+    x,
+    epsilon,
+    method="ibp",
+    norm="linf",
+    input_range=None,
+    C=None,
+    dtype=None,
+    batch_size=None,
+):
     """Bound a model's outputs over a perturbation set around each input.
 
     Args:
@@ -88,8 +113,9 @@ def compute_bounds(model, x, epsilon, method="ibp", norm="linf", input_range=Non
                 f"C must have shape (batch={len(x)}, specs, classes={classes}), "
                 f"got {C.shape}."
             )
-    return bound_batches(model, x, perturbation, method, C, dtype=dtype,
-                         batch_size=batch_size)
+    return bound_batches(
+        model, x, perturbation, method, C, dtype=dtype, batch_size=batch_size
+    )
 
 
 def margin_spec(y, classes: int) -> np.ndarray:
@@ -100,8 +126,17 @@ def margin_spec(y, classes: int) -> np.ndarray:
     return C
 
 
-def margin_bounds(model, x, y, epsilon, method="crown", norm="linf",
-                  input_range=None, dtype=None, batch_size=None):
+def margin_bounds(
+    model,
+    x,
+    y,
+    epsilon,
+    method="crown",
+    norm="linf",
+    input_range=None,
+    dtype=None,
+    batch_size=None,
+):
     """Lower bounds of ``f_y(x') - f_j(x')`` over the perturbation set.
 
     Args:
@@ -122,8 +157,15 @@ def margin_bounds(model, x, y, epsilon, method="crown", norm="linf",
     classes = model.outputs[0].shape[-1]
     y = check_y(y, len(x), classes)
     perturbation = make_perturbation(epsilon, norm, input_range, x)
-    lower, _ = bound_batches(model, x, perturbation, resolve_method(method),
-                             margin_spec(y, classes), upper=False, dtype=dtype,
-                             batch_size=batch_size)
+    lower, _ = bound_batches(
+        model,
+        x,
+        perturbation,
+        resolve_method(method),
+        margin_spec(y, classes),
+        upper=False,
+        dtype=dtype,
+        batch_size=batch_size,
+    )
     lower[np.arange(len(y)), y] = np.inf
     return lower

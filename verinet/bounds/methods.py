@@ -67,7 +67,7 @@ def backward_pass(graph, start, lA, uA, bounds, x, perturbation, to_input=True):
         in_bounds = [bounds[j] for j in node.inputs]
         pairs, lbias, ubias = node.rule.bound_backward(lA_i, uA_i, in_bounds)
         lower, upper = add_optional(lower, lbias), add_optional(upper, ubias)
-        for j, (la, ua) in zip(node.inputs, pairs):
+        for j, (la, ua) in zip(node.inputs, pairs, strict=True):
             if j in pending:
                 old_l, old_u = pending[j]
                 pending[j] = (add_optional(old_l, la), add_optional(old_u, ua))
@@ -103,7 +103,9 @@ def interval_pass(graph, x, perturbation, refine=False):
         low, up = node.rule.bound_interval([bounds[j] for j in node.inputs])
         if i in needed and not _is_exact(graph, i, perturbation):
             spec = _identity_spec(low)
-            c_low, c_up = backward_pass(graph, i, spec, spec, bounds + [None], x, perturbation)
+            c_low, c_up = backward_pass(
+                graph, i, spec, spec, bounds + [None], x, perturbation
+            )
             low = ops.maximum(low, ops.reshape(c_low, low.shape))
             up = ops.minimum(up, ops.reshape(c_up, up.shape))
         bounds.append((low, up))

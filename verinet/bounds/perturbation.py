@@ -77,7 +77,9 @@ class L2Ball(Perturbation):
     def concretize(self, x, A, sign):
         flat_A = _flat(A, 2)
         centre = ops.sum(flat_A * _flat(x, 1)[:, None, :], axis=-1)
-        ball = centre + sign * self.epsilon * ops.sqrt(ops.sum(flat_A * flat_A, axis=-1))
+        ball = centre + sign * self.epsilon * ops.sqrt(
+            ops.sum(flat_A * flat_A, axis=-1)
+        )
         if self.input_range is None:
             return ball
         lower, upper = self.box(x)

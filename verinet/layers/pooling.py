@@ -20,7 +20,9 @@ class _PoolGeometry:
 
     def _windows(self, x, out_hw, fill=0.0):
         pads = self._pads(x.shape[1:3])
-        return list(windows(pad_hw(x, pads, fill), self.pool_size, self.strides, out_hw))
+        return list(
+            windows(pad_hw(x, pads, fill), self.pool_size, self.strides, out_hw)
+        )
 
     def _scatter(self, parts, input_shape):
         """Sum ``(batch, specs, Ho, Wo, C)`` window parts back onto the input."""
@@ -55,7 +57,9 @@ class AveragePooling2D(keras.layers.AveragePooling2D, _PoolGeometry, AffineRule)
         ones = ops.ones((1, *input_shape[:2], 1), dtype=A.dtype)
         count = sum(self._windows(ones, out_hw))  # (1, Ho, Wo, 1)
         part = A / ops.expand_dims(count, 1)
-        return self._scatter([part] * len(self._windows(ones, out_hw)), input_shape), None
+        return self._scatter(
+            [part] * len(self._windows(ones, out_hw)), input_shape
+        ), None
 
 
 @keras.saving.register_keras_serializable(package="verinet")

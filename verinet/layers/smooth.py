@@ -112,7 +112,9 @@ class GeLU(_SmoothActivation):
         f_low, f_up = self.function(lower), self.function(upper)
         argmin = self._ARGMIN[self.approximate]
         inside = ops.logical_and(lower < argmin, upper > argmin)
-        low = ops.where(inside, self._MINIMUM[self.approximate], ops.minimum(f_low, f_up))
+        low = ops.where(
+            inside, self._MINIMUM[self.approximate], ops.minimum(f_low, f_up)
+        )
         return low, ops.maximum(f_low, f_up)
 
     def get_config(self):

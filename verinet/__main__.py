@@ -1,0 +1,7 @@
+"""``python -m verinet``."""
+
+import sys
+
+from verinet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""Gradient attacks: projected gradient descent (PGD) and FGSM.
+
+An attack is an object holding its settings with one method, ``perturb``,
+that returns adversarial inputs inside the perturbation set. Attacks are
+independent of training and certification. They use torch autograd (Keras's
+torch backend) for input gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from keras import ops
+
+from verinet._validation import check_choice, check_epsilon, check_input_range
+
+
+def _margin_loss(logits, y):
+    """``max_{j != y} f_j - f_y`` per sample: positive means misclassified."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.clone()
+    others.scatter_(1, y[:, None], float("-inf"))
+    return others.max(dim=1).values - true
+
+
+def _ce_loss(logits, y):
+    return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+
+_LOSSES = {"margin": _margin_loss, "ce": _ce_loss}
+
+
+class PGD:
+    """Projected gradient descent (Madry et al. 2018) in an L∞ or L2 ball.
+
+    Args:
+        model: a Keras model returning logits.
+        epsilon: radius of the ball.
+        steps: gradient steps per restart.
+        step_size: step length (default ``2.5 * epsilon / steps``).
+        restarts: random restarts; the strongest example per sample is kept.
+        norm: ``"linf"`` or ``"l2"``.
+        input_range: optional ``(low, high)`` box the examples stay in.
+        loss: ``"margin"`` (best for finding counterexamples) or ``"ce"``.
+        random_start: start each restart at a random point of the ball.
+        seed: seed of the random starts.
+
+    Example:
+        >>> attack = vn.attacks.PGD(model, epsilon=0.1, steps=20)
+        >>> x_adv = attack.perturb(x_test, y_test)
+    """
+
+    def __init__(
+        self,
+        model,
+        epsilon,
+        steps=20,
+        step_size=None,
+        restarts=1,
+        norm="linf",
+        input_range=None,
+        loss="margin",
+        random_start=True,
+        seed=0,
+    ):
+        self.model = model
+        self.epsilon = check_epsilon(epsilon)
+        self.steps = int(steps)
+        self.step_size = (
+            2.5 * self.epsilon / max(self.steps, 1)
+            if step_size is None
+            else float(step_size)
+        )
+        self.restarts = max(int(restarts), 1)
+        self.norm = check_choice("norm", norm, ("linf", "l2"))
+        self.input_range = check_input_range(input_range)
+        self.loss = _LOSSES[check_choice("loss", loss, tuple(_LOSSES))]
+        self.random_start = random_start
+        self.seed = seed
+
+    def _project(self, x_adv, x):
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.epsilon, self.epsilon)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            factor = (self.epsilon / norms).clamp(max=1.0)
+            delta = delta * factor.view(-1, *[1] * (x.dim() - 1))
+        x_adv = x + delta
+        if self.input_range is not None:
+            x_adv = x_adv.clamp(*self.input_range)
+        return x_adv
+
+    def _start(self, x, generator):
+        if not self.random_start:
+            return x.clone()
+        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        if self.norm == "linf":
+            delta = (2 * noise - 1) * self.epsilon
+        else:
+            delta = torch.randn(x.shape, generator=generator).to(x.device)
+            delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(
+                -1, *[1] * (x.dim() - 1)
+            )
+            delta = (
+                delta
+                * self.epsilon
+                * noise.flatten(1)[:, :1].view(-1, *[1] * (x.dim() - 1))
+            )
+        return self._project(x + delta.to(x.dtype), x)
+
+    def _step(self, grad):
+        if self.norm == "linf":
+            return self.step_size * grad.sign()
+        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return self.step_size * grad / norms.view(-1, *[1] * (grad.dim() - 1))
+
+    def perturb_tensor(self, x, y):
+        """Attack torch tensors; returns a detached tensor like ``x``."""
+        x = x.detach()
+        y = y.long().to(x.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        best = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        if self.epsilon == 0:
+            return best
+        for _ in range(self.restarts):
+            x_adv = self._start(x, generator)
+            for _ in range(self.steps + 1):
+                x_adv.requires_grad_(True)
+                logits = self.model(x_adv, training=False)
+                losses = self.loss(logits, y)
+                grad = torch.autograd.grad(losses.sum(), x_adv)[0]
+                with torch.no_grad():
+                    score = _margin_loss(logits, y)
+                    better = score > best_loss
+                    best[better] = x_adv.detach()[better]
+                    best_loss = torch.where(better, score, best_loss)
+                    x_adv = self._project(x_adv.detach() + self._step(grad), x)
+        return best
+
+    def perturb(self, x, y):
+        """Return adversarial inputs for ``(x, y)``.
+
+        Args:
+            x: inputs (numpy array or torch tensor).
+            y: integer labels.
+
+        Returns:
+            Adversarial inputs of the same kind, shape and dtype as ``x``.
+        """
+        if isinstance(x, torch.Tensor):
+            return self.perturb_tensor(x, torch.as_tensor(y))
+        x_t = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
+        y_t = ops.convert_to_tensor(np.asarray(y), dtype="int64")
+        return ops.convert_to_numpy(self.perturb_tensor(x_t, y_t)).astype(
+            np.asarray(x).dtype
+        )
+
+    __call__ = perturb
+
+
+class FGSM(PGD):
+    """Fast gradient sign method (Goodfellow et al. 2015): one full step.
+
+    Example:
+        >>> x_adv = vn.attacks.FGSM(model, epsilon=0.1).perturb(x_test, y_test)
+    """
+
+    def __init__(self, model, epsilon, norm="linf", input_range=None, loss="ce"):
+        super().__init__(
+            model,
+            epsilon,
+            steps=1,
+            step_size=epsilon,
+            restarts=1,
+            norm=norm,
+            input_range=input_range,
+            loss=loss,
+            random_start=False,
+        )
