@@ -12,7 +12,14 @@ from verinet import _backend
 
 _backend.ensure_torch_backend()
 
-from verinet import attacks, bounds, datasets, layers  # noqa: E402
+from verinet import (  # noqa: E402
+    attacks,
+    bounds,
+    datasets,
+    layers,
+    objectives,
+    schedules,
+)
 from verinet._backend import BackendError  # noqa: E402
 from verinet.bounds import compute_bounds, margin_bounds  # noqa: E402
 from verinet.certify import CertificationReport, certify  # noqa: E402
@@ -43,4 +50,6 @@ __all__ = [
     "datasets",
     "layers",
     "margin_bounds",
+    "objectives",
+    "schedules",
 ]

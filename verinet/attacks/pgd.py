@@ -41,7 +41,8 @@ class PGD:
         restarts: random restarts; the strongest example per sample is kept.
         norm: ``"linf"`` or ``"l2"``.
         input_range: optional ``(low, high)`` box the examples stay in.
-        loss: ``"margin"`` (best for finding counterexamples) or ``"ce"``.
+        loss: ``"margin"`` (best for finding counterexamples), ``"ce"``, or a
+            callable ``loss(logits, y)`` returning per-sample values to maximize.
         random_start: start each restart at a random point of the ball.
         seed: seed of the random starts.
 
@@ -74,7 +75,11 @@ class PGD:
         self.restarts = max(int(restarts), 1)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
         self.input_range = check_input_range(input_range)
-        self.loss = _LOSSES[check_choice("loss", loss, tuple(_LOSSES))]
+        self.loss = (
+            loss
+            if callable(loss)
+            else _LOSSES[check_choice("loss", loss, tuple(_LOSSES))]
+        )
         self.random_start = random_start
         self.seed = seed
 

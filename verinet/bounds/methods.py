@@ -158,10 +158,12 @@ class IBP(BoundMethod):
 
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
         node_bounds = interval_pass(graph, x, perturbation)
-        return _ibp_output(graph, node_bounds, x, perturbation, C, lower, upper)
+        return ibp_spec_bounds(graph, node_bounds, x, perturbation, C, lower, upper)
 
 
-def _ibp_output(graph, node_bounds, x, perturbation, C, lower, upper):
+def ibp_spec_bounds(graph, node_bounds, x, perturbation, C, lower=True, upper=True):
+    """IBP bounds of ``C @ output`` from node intervals, folding ``C`` into the
+    linear layers after the last nonlinear ones."""
     out = node_bounds[graph.output][0]
     spec = _spec_or_identity(out, C)
     return backward_pass(
@@ -183,7 +185,7 @@ class _BackwardMethod(BoundMethod):
 
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
         node_bounds = interval_pass(graph, x, perturbation, refine=self.refine)
-        ibp_low, ibp_up = _ibp_output(
+        ibp_low, ibp_up = ibp_spec_bounds(
             graph, node_bounds, x, perturbation, C, lower, upper
         )
         out = node_bounds[graph.output][0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from verinet.models.robust import RobustTrainingMixin
+
 
 class CertifyMixin:
     """Adds ``certify`` and ``bounds`` to a Keras model."""
@@ -53,8 +55,8 @@ class CertifyMixin:
 
 
 @keras.saving.register_keras_serializable(package="verinet")
-class Sequential(CertifyMixin, keras.Sequential):
-    """``keras.Sequential`` with ``certify()``.
+class Sequential(CertifyMixin, RobustTrainingMixin, keras.Sequential):
+    """``keras.Sequential`` with ``compile(robust=...)`` and ``certify()``.
 
     Example:
         >>> import verinet as vn
@@ -65,8 +67,9 @@ class Sequential(CertifyMixin, keras.Sequential):
 
 
 @keras.saving.register_keras_serializable(package="verinet")
-class Model(CertifyMixin, keras.Model):
-    """``keras.Model`` (functional or subclassed) with ``certify()``.
+class Model(CertifyMixin, RobustTrainingMixin, keras.Model):
+    """``keras.Model`` (functional or subclassed) with ``compile(robust=...)``
+    and ``certify()``.
 
     Example:
         >>> inputs = layers.Input((16,))

@@ -1,0 +1,86 @@
+"""The objective interface: a robust loss that plugs into Keras's trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import ops
+
+
+@dataclass
+class Context:
+    """What an objective sees at one step.
+
+    Attributes:
+        model: the model being trained.
+        epsilon: the current (scheduled) perturbation radius.
+        epoch: fractional epoch (``epoch + batch / steps``).
+        norm: ``"linf"`` or ``"l2"``.
+        input_range: ``(low, high)`` or ``None``.
+        loss: ``loss(y_pred)`` — the compiled loss on the batch's labels and
+            sample weights.
+        training: ``True`` in ``fit``'s train step.
+        graph: the model's bound graph (bound-based objectives only).
+    """
+
+    model: Any
+    epsilon: float
+    epoch: float
+    norm: str
+    input_range: tuple | None
+    loss: Callable
+    training: bool
+    graph: Any = None
+
+
+class Objective:
+    """Base class of robust training objectives.
+
+    Subclasses implement ``compute(context, x, y, y_pred)`` returning
+    ``(loss, metrics)`` where ``metrics`` maps History names
+    (``"verified_accuracy"``, ``"adversarial_accuracy"``) to batch values.
+    ``needs_bounds`` marks objectives that need every layer's bound rule.
+    """
+
+    name = "objective"
+    needs_bounds = False
+    metric_names: tuple[str, ...] = ()
+
+    def compute(self, context: Context, x, y, y_pred):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        restored = {
+            k: keras.saving.deserialize_keras_object(v)
+            if isinstance(v, dict) and "class_name" in v
+            else v
+            for k, v in config.items()
+        }
+        return cls(**restored)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def accuracy(logits, y):
+    """Fraction of rows whose argmax is the label."""
+    return ops.mean(
+        ops.cast(ops.argmax(logits, axis=-1) == ops.cast(y, "int64"), "float32")
+    )
+
+
+def serialize_value(value):
+    """Schedules serialize as Keras objects; numbers pass through."""
+    from verinet.schedules.schedules import Schedule
+
+    if isinstance(value, Schedule):
+        return keras.saving.serialize_keras_object(value)
+    return value
