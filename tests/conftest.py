@@ -22,3 +22,10 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share the cores: one torch thread each avoids oversubscription.
+    import torch
+
+    torch.set_num_threads(1)

@@ -77,12 +77,27 @@ def check_y(y, batch: int, classes: int) -> np.ndarray:
 def check_epsilon(epsilon) -> float:
     """Return a finite, non-negative float radius."""
     try:
+        if isinstance(epsilon, (str, bytes)):
+            raise TypeError(epsilon)
         value = float(epsilon)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"epsilon must be a number, got {epsilon!r}.") from exc
     if not math.isfinite(value) or value < 0:
         raise InvalidInputError(f"epsilon must be finite and >= 0, got {epsilon!r}.")
     return value
+
+
+def check_batch_size(batch_size) -> int | None:
+    """Return a positive int batch size (or ``None`` for "all at once")."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise InvalidInputError(
+            f"batch_size must be a positive int, got {batch_size!r}."
+        )
+    if batch_size <= 0:
+        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size}.")
+    return int(batch_size)
 
 
 def check_choice(name: str, value, choices) -> str:

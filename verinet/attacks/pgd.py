@@ -129,6 +129,10 @@ class PGD:
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
         if self.epsilon == 0:
             return best
+        with torch.enable_grad():  # also inside Keras's no-grad evaluation
+            return self._search(x, y, generator, best, best_loss)
+
+    def _search(self, x, y, generator, best, best_loss):
         for _ in range(self.restarts):
             x_adv = self._start(x, generator)
             for _ in range(self.steps + 1):
@@ -156,6 +160,7 @@ class PGD:
         """
         if isinstance(x, torch.Tensor):
             return self.perturb_tensor(x, torch.as_tensor(y))
+        check_input_range(self.input_range, np.asarray(x))
         x_t = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
         y_t = ops.convert_to_tensor(np.asarray(y), dtype="int64")
         return ops.convert_to_numpy(self.perturb_tensor(x_t, y_t)).astype(

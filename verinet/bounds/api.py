@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from keras import ops
 
 from verinet._validation import (
+    check_batch_size,
     check_choice,
     check_epsilon,
     check_input_range,
@@ -13,8 +16,9 @@ from verinet._validation import (
     check_y,
 )
 from verinet.bounds.graph import BoundGraph
-from verinet.bounds.methods import METHODS, BoundMethod
+from verinet.bounds.methods import METHODS, BoundMethod, interval_pass
 from verinet.bounds.perturbation import NORMS
+from verinet.bounds.precision import float64_promotion
 from verinet.errors import InvalidInputError
 
 
@@ -51,19 +55,39 @@ def bound_batches(
     """Run ``method`` over ``x`` in batches; return numpy ``(lower, upper)``."""
     graph = BoundGraph(model)
     dtype = _model_dtype(model, dtype)
-    size = len(x) if batch_size is None else int(batch_size)
+    batch_size = check_batch_size(batch_size)
+    size = len(x) if batch_size is None else batch_size
+    size = min(size, _samples_in_budget(graph, method, x, perturbation, C, dtype))
     lows, ups = [], []
-    for start in range(0, len(x), size):
-        xb = ops.convert_to_tensor(x[start : start + size], dtype=dtype)
-        Cb = (
-            None
-            if C is None
-            else ops.convert_to_tensor(C[start : start + size], dtype=dtype)
-        )
-        low, up = method.bounds(graph, xb, perturbation, Cb, lower, upper)
-        lows.append(None if low is None else ops.convert_to_numpy(low))
-        ups.append(None if up is None else ops.convert_to_numpy(up))
+    with float64_promotion(dtype == "float64"):
+        for start in range(0, len(x), size):
+            xb = ops.convert_to_tensor(x[start : start + size], dtype=dtype)
+            Cb = (
+                None
+                if C is None
+                else ops.convert_to_tensor(C[start : start + size], dtype=dtype)
+            )
+            low, up = method.bounds(graph, xb, perturbation, Cb, lower, upper)
+            lows.append(None if low is None else ops.convert_to_numpy(low))
+            ups.append(None if up is None else ops.convert_to_numpy(up))
     return _join(lows), _join(ups)
+
+
+# Bytes the bound tensors of one batch may take; batches are split to fit.
+MEMORY_BUDGET = int(os.environ.get("VERINET_BOUND_MEMORY_MB", "2048")) * 2**20
+
+
+def _samples_in_budget(graph, method, x, perturbation, C, dtype) -> int:
+    """How many samples one batch may hold within ``MEMORY_BUDGET``."""
+    probe = ops.convert_to_tensor(x[:1], dtype="float32")
+    sizes = [
+        int(np.prod(low.shape[1:]))
+        for low, _ in interval_pass(graph, probe, perturbation)
+    ]
+    specs = sizes[graph.output] if C is None else C.shape[1]
+    floats = method.floats_per_sample(graph, sizes, specs)
+    itemsize = 8 if dtype == "float64" else 4
+    return max(1, MEMORY_BUDGET // (floats * itemsize))
 
 
 def _join(parts):
@@ -113,9 +137,13 @@ def compute_bounds(
                 f"C must have shape (batch={len(x)}, specs, classes={classes}), "
                 f"got {C.shape}."
             )
-    return bound_batches(
+    lower, upper = bound_batches(
         model, x, perturbation, method, C, dtype=dtype, batch_size=batch_size
     )
+    if C is None:  # shaped like the model's output
+        shape = (len(x), *model.outputs[0].shape[1:])
+        lower, upper = lower.reshape(shape), upper.reshape(shape)
+    return lower, upper
 
 
 def margin_spec(y, classes: int) -> np.ndarray:

@@ -99,17 +99,59 @@ def interval_pass(graph, x, perturbation, refine=False):
     """
     bounds = [perturbation.box(x)]
     needed = _needs_bounds(graph) if refine else set()
+    piecewise = _feeds_only_piecewise_linear(graph) if refine else set()
     for i, node in enumerate(graph.nodes[1:], start=1):
         low, up = node.rule.bound_interval([bounds[j] for j in node.inputs])
         if i in needed and not _is_exact(graph, i, perturbation):
-            spec = _identity_spec(low)
-            c_low, c_up = backward_pass(
-                graph, i, spec, spec, bounds + [None], x, perturbation
+            low, up = _refine(
+                graph, i, low, up, bounds, x, perturbation, i in piecewise
             )
-            low = ops.maximum(low, ops.reshape(c_low, low.shape))
-            up = ops.minimum(up, ops.reshape(c_up, up.shape))
         bounds.append((low, up))
     return bounds
+
+
+def _refine(graph, i, low, up, bounds, x, perturbation, unstable_only):
+    """Tighten node ``i``'s interval by a CROWN pass to the input.
+
+    With ``unstable_only`` (the node feeds only ReLU-like rules, whose
+    relaxation is exact once the sign is known) only neurons whose interval
+    straddles zero in some sample are bounded again.
+    """
+    batch, shape = low.shape[0], tuple(low.shape[1:])
+    flat_low, flat_up = ops.reshape(low, (batch, -1)), ops.reshape(up, (batch, -1))
+    n = flat_low.shape[1]
+    select = None
+    if unstable_only:
+        straddle = ops.any(ops.logical_and(flat_low < 0, flat_up > 0), axis=0)
+        index = ops.convert_to_numpy(straddle).nonzero()[0]
+        if len(index) == 0:
+            return low, up
+        if len(index) < n:
+            select = ops.take(ops.eye(n, dtype=low.dtype), index, axis=0)  # (k, n)
+    if select is None:
+        spec = _identity_spec(low)
+    else:
+        rows = ops.reshape(select, (1, select.shape[0], *shape))
+        spec = ops.broadcast_to(rows, (batch, select.shape[0], *shape))
+    c_low, c_up = backward_pass(graph, i, spec, spec, bounds + [None], x, perturbation)
+    if select is not None:
+        hit = ops.sum(select, axis=0) > 0
+        c_low = ops.where(hit, ops.matmul(c_low, select), flat_low)
+        c_up = ops.where(hit, ops.matmul(c_up, select), flat_up)
+    low = ops.maximum(low, ops.reshape(c_low, low.shape))
+    up = ops.minimum(up, ops.reshape(c_up, up.shape))
+    return low, up
+
+
+def _feeds_only_piecewise_linear(graph):
+    """Nodes all of whose readers are ReLU-like rules."""
+    readers = graph.consumers()
+    return {
+        i
+        for i, users in enumerate(readers)
+        if users
+        and all(getattr(graph.nodes[u].rule, "piecewise_linear", False) for u in users)
+    }
 
 
 def _is_exact(graph, i, perturbation):
@@ -141,6 +183,16 @@ class BoundMethod:
             for is ``None``.
         """
         raise NotImplementedError
+
+    def floats_per_sample(self, graph, sizes, specs) -> int:
+        """Rough count of floats one sample's bounds hold at their peak.
+
+        Args:
+            graph: the ``BoundGraph``.
+            sizes: number of elements of each node's output.
+            specs: rows of the specification (outputs when ``C`` is None).
+        """
+        return 4 * sum(sizes)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -202,6 +254,16 @@ class _BackwardMethod(BoundMethod):
         low = None if low is None else ops.maximum(low, ibp_low)
         up = None if up is None else ops.minimum(up, ibp_up)
         return low, up
+
+    def floats_per_sample(self, graph, sizes, specs):
+        # Back-substitution holds (specs, node) coefficient tensors, a few at a
+        # time (lower, upper, their positive and negative parts).
+        widest = max(sizes)
+        peak = specs * widest
+        if self.refine:
+            for i in _needs_bounds(graph):
+                peak = max(peak, sizes[i] * max(sizes[: i + 1]))
+        return 8 * peak + 4 * sum(sizes)
 
 
 class CROWN(_BackwardMethod):

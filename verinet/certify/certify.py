@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from verinet._validation import check_choice, check_x, check_y
+from verinet._validation import check_batch_size, check_choice, check_x, check_y
 from verinet.attacks import FGSM, PGD
 from verinet.bounds.api import (
     bound_batches,
@@ -125,7 +125,7 @@ def certify(
         perturbation.input_range,
         attack_options,
     )
-    batch_size = int(batch_size)
+    batch_size = check_batch_size(batch_size) or len(x)
     batches = range(0, len(x), batch_size)
     show = (len(batches) > 1) if verbose == "auto" else bool(verbose)
     bar = keras.utils.Progbar(len(x), verbose=1 if show else 0, unit_name="sample")

@@ -134,6 +134,9 @@ class CertificationReport:
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(self.to_json())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -178,7 +181,7 @@ class CertificationReport:
         try:
             with open(path) as handle:
                 data = json.load(handle)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidInputError(
                 f"{path} is not a valid report (bad JSON: {exc})."
             ) from exc

@@ -7,8 +7,11 @@ _LINEAR = (None, "linear")
 
 def require_linear_activation(layer_name: str, activation) -> None:
     """Refuse a fused activation: zoo layers keep activations separate."""
-    name = activation if isinstance(activation, str) or activation is None else None
-    if name not in _LINEAR:
+    if callable(activation):
+        import keras
+
+        activation = keras.activations.serialize(activation)
+    if activation not in _LINEAR:
         raise InvalidInputError(
             f"verinet.layers.{layer_name} takes no fused activation (got "
             f"{activation!r}): add it as its own layer so it can be bounded, e.g. "

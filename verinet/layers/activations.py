@@ -1,12 +1,15 @@
 """Activation names understood by verinet, mapped to zoo layers."""
 
+import functools
+
 from verinet.errors import InvalidInputError
 from verinet.layers.relu import LeakyReLU, ReLU
 from verinet.layers.smooth import GeLU, Sigmoid, Tanh
 
 ACTIVATIONS = {
     "relu": ReLU,
-    "leaky_relu": LeakyReLU,
+    # Keras's "leaky_relu" activation uses slope 0.2 (the layer's default is 0.3).
+    "leaky_relu": functools.partial(LeakyReLU, negative_slope=0.2),
     "gelu": GeLU,
     "sigmoid": Sigmoid,
     "tanh": Tanh,

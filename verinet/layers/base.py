@@ -81,6 +81,8 @@ class AffineRule(SingleInputRule):
     def backward(self, lA, uA, lower, upper):
         shape = tuple(lower.shape[1:])
         lA_in, lbias = (None, None) if lA is None else self.backward_affine(lA, shape)
+        if uA is lA:  # the same coefficients (an identity spec): reuse the work
+            return lA_in, lA_in, lbias, lbias
         uA_in, ubias = (None, None) if uA is None else self.backward_affine(uA, shape)
         return lA_in, uA_in, lbias, ubias
 
@@ -93,6 +95,8 @@ class ElementwiseRule(SingleInputRule):
     """
 
     nonlinear = True
+    # True for ReLU-like rules: exact (linear) once the input's sign is known.
+    piecewise_linear = False
 
     def relax(self, lower, upper):
         raise NotImplementedError

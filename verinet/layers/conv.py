@@ -7,6 +7,7 @@ from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_channels_last, require_linear_activation
 from verinet.layers._spatial import crop_hw, pad_hw, paddings
 from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
+from verinet.layers.initializers import resolve_kernel_initializer
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -15,6 +16,8 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
 
     Supports strides and 'valid'/'same' padding in channels_last layout.
     Activations are separate layers, so ``activation`` must be ``None``.
+    ``kernel_initializer="ibp"`` selects the IBP initialization (recommended
+    for certified training).
 
     Example:
         >>> from verinet import layers
@@ -29,6 +32,10 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
         if kwargs.get("dilation_rate", 1) not in (1, (1, 1), [1, 1]):
             raise InvalidInputError(
                 "verinet.layers.Conv2D supports dilation_rate=1 only."
+            )
+        if "kernel_initializer" in kwargs:
+            kwargs["kernel_initializer"] = resolve_kernel_initializer(
+                kwargs["kernel_initializer"]
             )
         super().__init__(filters, kernel_size, activation=None, **kwargs)
 

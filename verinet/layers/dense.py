@@ -5,6 +5,7 @@ from keras import ops
 
 from verinet.layers._checks import require_linear_activation
 from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
+from verinet.layers.initializers import resolve_kernel_initializer
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -12,7 +13,9 @@ class Dense(keras.layers.Dense, AffineRule):
     """``keras.layers.Dense`` with IBP and CROWN bound rules.
 
     Activations are separate layers (``layers.ReLU()``...), so ``activation``
-    must be ``None``. Every other argument is Keras's.
+    must be ``None``. ``kernel_initializer="ibp"`` selects the IBP
+    initialization (recommended for certified training). Every other argument
+    is Keras's.
 
     Example:
         >>> from verinet import layers
@@ -23,6 +26,10 @@ class Dense(keras.layers.Dense, AffineRule):
         require_linear_activation("Dense", activation)
         if kwargs.get("lora_rank"):
             raise ValueError("verinet.layers.Dense does not support LoRA.")
+        if "kernel_initializer" in kwargs:
+            kwargs["kernel_initializer"] = resolve_kernel_initializer(
+                kwargs["kernel_initializer"]
+            )
         super().__init__(units, activation=None, **kwargs)
 
     def _bias(self, ref):

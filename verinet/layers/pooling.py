@@ -38,7 +38,9 @@ class _PoolGeometry:
 class AveragePooling2D(keras.layers.AveragePooling2D, _PoolGeometry, AffineRule):
     """``keras.layers.AveragePooling2D`` ('valid' or 'same', channels_last).
 
-    'same' averages only the in-image elements of border windows, as Keras does.
+    'same' padding follows Keras's torch backend exactly: symmetric padding
+    averages the in-image elements of a window; asymmetric padding replicates
+    the border and averages the whole window.
 
     Example:
         >>> from verinet import layers
@@ -54,12 +56,48 @@ class AveragePooling2D(keras.layers.AveragePooling2D, _PoolGeometry, AffineRule)
 
     def backward_affine(self, A, input_shape):
         out_hw = A.shape[2:4]
-        ones = ops.ones((1, *input_shape[:2], 1), dtype=A.dtype)
-        count = sum(self._windows(ones, out_hw))  # (1, Ho, Wo, 1)
-        part = A / ops.expand_dims(count, 1)
-        return self._scatter(
-            [part] * len(self._windows(ones, out_hw)), input_shape
-        ), None
+        pads = self._pads(input_shape[:2])
+        k = self.pool_size[0] * self.pool_size[1]
+        if all(before == after for before, after in pads):
+            # Zero padding, averaging only the in-image elements of a window.
+            ones = ops.ones((1, *input_shape[:2], 1), dtype=A.dtype)
+            count = sum(self._windows(ones, out_hw))  # (1, Ho, Wo, 1)
+            return self._scatter([A / ops.expand_dims(count, 1)] * k, input_shape), None
+        # Keras's torch backend pads asymmetric 'same' windows by replicating the
+        # border, then averages all k elements: scatter onto the padded grid and
+        # fold the padding back onto the border it copies.
+        batch, specs = A.shape[:2]
+        flat = ops.reshape(A / k, (batch * specs, *A.shape[2:]))
+        padded = (input_shape[0] + sum(pads[0]), input_shape[1] + sum(pads[1]))
+        grid = scatter_windows([flat] * k, self.pool_size, self.strides, padded)
+        grid = _fold_replicated(grid, 1, pads[0])
+        grid = _fold_replicated(grid, 2, pads[1])
+        return ops.reshape(grid, (batch, specs, *grid.shape[1:])), None
+
+
+def _fold_replicated(grid, axis, pad):
+    """Adjoint of replicate padding by ``pad = (before, after)`` along ``axis``."""
+    before, after = pad
+    length = grid.shape[axis] - before - after
+
+    def take(start, stop):
+        index = [slice(None)] * len(grid.shape)
+        index[axis] = slice(start, stop)
+        return grid[tuple(index)]
+
+    inner = take(before, before + length)
+    parts = []
+    if before:
+        head = take(0, before)
+        parts.append((0, ops.sum(head, axis=axis, keepdims=True)))
+    if after:
+        tail = take(before + length, before + length + after)
+        parts.append((length - 1, ops.sum(tail, axis=axis, keepdims=True)))
+    for position, extra in parts:
+        pad_spec = [(0, 0)] * len(grid.shape)
+        pad_spec[axis] = (position, length - 1 - position)
+        inner = inner + ops.pad(extra, pad_spec)
+    return inner
 
 
 @keras.saving.register_keras_serializable(package="verinet")

@@ -25,6 +25,8 @@ class ReLU(keras.layers.ReLU, ElementwiseRule):
             )
         super().__init__(**kwargs)
 
+    piecewise_linear = True
+
     def interval(self, lower, upper):
         return ops.relu(lower), ops.relu(upper)
 
@@ -48,6 +50,8 @@ class LeakyReLU(keras.layers.LeakyReLU, ElementwiseRule):
                 f"(got {negative_slope})."
             )
         super().__init__(negative_slope=negative_slope, **kwargs)
+
+    piecewise_linear = True
 
     def interval(self, lower, upper):
         return self.call(lower), self.call(upper)

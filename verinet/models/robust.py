@@ -232,6 +232,7 @@ class RobustTrainingMixin:
             training=training,
             graph=state.graph,
         )
+        x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
         loss, values = state.objective.compute(context, x, y, y_pred)
         trackers = state.trackers
         trackers["epsilon"].update_state(epsilon)
