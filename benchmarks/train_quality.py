@@ -14,11 +14,14 @@ Run:
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import verinet as vn
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: I001  (after verinet, which selects the torch backend)
+import keras
+
+import verinet as vn
 from verinet import layers
 
 
