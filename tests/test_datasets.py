@@ -1,12 +1,14 @@
 """Offline data loaders: digits and Fashion-MNIST IDX files."""
 
 import gzip
+import importlib
 
 import numpy as np
 import pytest
 
 import verinet as vn
-from verinet.datasets import fashion_mnist as fm
+
+fm = importlib.import_module("verinet.datasets.fashion_mnist")
 
 
 def test_digits_split_is_deterministic_and_scaled():
