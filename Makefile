@@ -20,13 +20,13 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check verinet tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
 format: $(STAMP)
-	$(BIN)/ruff format .
+	$(BIN)/ruff format verinet tests benchmarks
 	$(BIN)/ruff check --fix .
 
 clean:

@@ -19,10 +19,12 @@ from verinet import (  # noqa: E402
     layers,
     objectives,
     schedules,
+    vnnlib,
 )
 from verinet._backend import BackendError  # noqa: E402
 from verinet.bounds import compute_bounds, margin_bounds  # noqa: E402
 from verinet.certify import CertificationReport, certify  # noqa: E402
+from verinet.deploy import certify_onnx, deploy, export_onnx, from_onnx  # noqa: E402
 from verinet.errors import (  # noqa: E402
     InvalidInputError,
     SoundnessError,
@@ -30,6 +32,7 @@ from verinet.errors import (  # noqa: E402
     VerinetError,
 )
 from verinet.models import Model, Sequential, convert  # noqa: E402
+from verinet.vnnlib import verify  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,11 +48,17 @@ __all__ = [
     "attacks",
     "bounds",
     "certify",
+    "certify_onnx",
     "compute_bounds",
     "convert",
     "datasets",
+    "deploy",
+    "export_onnx",
+    "from_onnx",
     "layers",
     "margin_bounds",
     "objectives",
     "schedules",
+    "verify",
+    "vnnlib",
 ]

@@ -15,3 +15,16 @@ class InvalidInputError(VerinetError, ValueError):
 
 class SoundnessError(VerinetError, AssertionError):
     """A bound claimed robustness that an attack refuted: a bug, never hidden."""
+
+
+class OnnxImportError(VerinetError, ValueError):
+    """An ONNX file is unreadable, malformed, or uses an operator or pattern
+    that ``vn.from_onnx`` cannot map onto bound-aware layers."""
+
+
+class OnnxExportError(VerinetError, RuntimeError):
+    """An ONNX export failed, or onnxruntime disagreed with the Keras model."""
+
+
+class VnnlibError(VerinetError, ValueError):
+    """A VNN-LIB property file is malformed or uses an unsupported construct."""

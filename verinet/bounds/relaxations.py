@@ -86,8 +86,8 @@ def smooth_relaxation(fn, derivative, lower, upper, curvature: float, samples=17
     g_mean = ops.mean(g, axis=-1)
     upper_offsets = ops.max(g, axis=-1) + slack[..., None]
     lower_offsets = ops.min(g, axis=-1) - slack[..., None]
-    pick_u = ops.expand_dims(ops.argmin(upper_offsets - g_mean, axis=-1), -1)
-    pick_l = ops.expand_dims(ops.argmin(g_mean - lower_offsets, axis=-1), -1)
+    pick_u = _first_near_best(upper_offsets - g_mean)
+    pick_l = _first_near_best(g_mean - lower_offsets)
 
     def take(values, index):
         return ops.squeeze(ops.take_along_axis(values, index, axis=-1), -1)
@@ -98,3 +98,15 @@ def smooth_relaxation(fn, derivative, lower, upper, curvature: float, samples=17
         take(slopes, pick_u),
         take(upper_offsets, pick_u),
     )
+
+
+def _first_near_best(gaps):
+    """Index of the first candidate whose gap is within rounding of the best.
+
+    Candidates often tie exactly (when the grid maximum sits at the interval's
+    midpoint every slope leaves the same mean gap); preferring the first of
+    the near-best keeps the chosen line stable under float noise.
+    """
+    best = ops.min(gaps, axis=-1, keepdims=True)
+    near = gaps <= best + 1e-3 * (ops.abs(best) + 1e-6)
+    return ops.expand_dims(ops.argmax(ops.cast(near, "int32"), axis=-1), -1)

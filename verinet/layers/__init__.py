@@ -6,10 +6,13 @@ _backend.ensure_torch_backend()
 
 from keras import Input  # noqa: E402
 
+from verinet.layers.affine import ElementwiseAffine  # noqa: E402
 from verinet.layers.batch_norm import BatchNormalization  # noqa: E402
 from verinet.layers.conv import Conv2D  # noqa: E402
 from verinet.layers.dense import Dense  # noqa: E402
 from verinet.layers.merge import Add  # noqa: E402
+from verinet.layers.padding import ZeroPadding2D  # noqa: E402
+from verinet.layers.permute import Permute  # noqa: E402
 from verinet.layers.pooling import AveragePooling2D, MaxPooling2D  # noqa: E402
 from verinet.layers.preprocessing import Normalization, Rescaling  # noqa: E402
 from verinet.layers.relu import LeakyReLU, ReLU  # noqa: E402
@@ -24,16 +27,19 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "ElementwiseAffine",
     "Flatten",
     "GeLU",
     "Input",
     "LeakyReLU",
     "MaxPooling2D",
     "Normalization",
+    "Permute",
     "ReLU",
     "Reshape",
     "Rescaling",
     "ResidualBlock",
     "Sigmoid",
     "Tanh",
+    "ZeroPadding2D",
 ]

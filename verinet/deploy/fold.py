@@ -1,0 +1,194 @@
+"""``vn.deploy``: the inference model, batch norm folded and dropout removed."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from verinet.bounds.graph import BoundGraph
+from verinet.errors import InvalidInputError, UnsupportedLayerError
+from verinet.layers.affine import ElementwiseAffine
+from verinet.layers.batch_norm import BatchNormalization
+from verinet.layers.conv import Conv2D
+from verinet.layers.dense import Dense
+from verinet.layers.merge import Add
+from verinet.layers.reshaping import Dropout
+
+_FOLDABLE = (Dense, Conv2D)
+
+
+def bound_graph(model: keras.Model) -> BoundGraph:
+    """The model's ``BoundGraph``, converting a stock Keras model first.
+
+    Raises:
+        InvalidInputError: when ``model`` is not a built Keras model.
+        UnsupportedLayerError: naming a layer neither verinet nor
+            ``vn.convert`` can bound.
+    """
+    if not isinstance(model, keras.Model):
+        raise InvalidInputError(
+            f"Expected a built Keras model, got {type(model).__name__}."
+        )
+    try:
+        return BoundGraph(model)
+    except UnsupportedLayerError:
+        from verinet.models.convert import convert
+
+        return BoundGraph(convert(model))
+
+
+def bn_affine(bn: BatchNormalization) -> tuple[np.ndarray, np.ndarray]:
+    """The inference ``(scale, shift)`` of a batch normalization, in float64."""
+    reference = ops.zeros((1,), dtype="float64")
+    scale, shift = bn.affine_params(reference)
+    return ops.convert_to_numpy(scale), ops.convert_to_numpy(shift)
+
+
+def fold_batch_norm(linear, bn) -> tuple[dict, list[np.ndarray]]:
+    """Config and weights of ``linear`` followed by ``bn`` as one layer.
+
+    Args:
+        linear: a built ``Dense`` or ``Conv2D`` zoo layer.
+        bn: the ``BatchNormalization`` normalizing its output.
+
+    Returns:
+        ``(config, weights)`` for a layer of ``linear``'s type with a bias.
+
+    Example:
+        >>> config, weights = fold_batch_norm(dense, bn)
+    """
+    scale, shift = bn_affine(bn)
+    kernel = np.asarray(ops.convert_to_numpy(linear.kernel), dtype=np.float64)
+    bias = (
+        np.asarray(ops.convert_to_numpy(linear.bias), dtype=np.float64)
+        if linear.use_bias
+        else np.zeros(kernel.shape[-1])
+    )
+    # The output channel is the kernel's last axis for Dense and Conv2D.
+    dtype = ops.convert_to_numpy(linear.kernel).dtype
+    weights = [(kernel * scale).astype(dtype), (bias * scale + shift).astype(dtype)]
+    config = {**linear.get_config(), "use_bias": True}
+    return config, weights
+
+
+class _Names:
+    """Unique layer names for the rebuilt model (nested models may repeat)."""
+
+    def __init__(self):
+        self.taken = set()
+
+    def __call__(self, name: str) -> str:
+        candidate, k = name, 1
+        while candidate in self.taken:
+            k += 1
+            candidate = f"{name}_{k}"
+        self.taken.add(candidate)
+        return candidate
+
+
+def _clone(layer, name: str, config=None):
+    config = dict(layer.get_config() if config is None else config)
+    config["name"] = name
+    return type(layer).from_config(config)
+
+
+def _plan(graph):
+    """Resolve dropout away and find the Dense/Conv2D -> BN pairs to fold.
+
+    Returns:
+        ``(alias, fold)``: ``alias[i]`` is the node a dropout node stands for;
+        ``fold`` maps a linear node index to the index of its BN node.
+    """
+    alias = {}
+
+    def resolve(i):
+        return alias.get(i, i)
+
+    readers = {i: 0 for i in range(len(graph.nodes))}
+    uses = {}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        uses[id(node.rule)] = uses.get(id(node.rule), 0) + 1
+        if isinstance(node.rule, Dropout):
+            alias[i] = resolve(node.inputs[0])
+            continue
+        for j in node.inputs:
+            readers[resolve(j)] += 1
+    readers[resolve(graph.output)] += 1
+    fold = {}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        if not isinstance(node.rule, BatchNormalization):
+            continue
+        j = resolve(node.inputs[0])
+        prev = graph.nodes[j].rule
+        if (
+            isinstance(prev, _FOLDABLE)
+            and readers[j] == 1
+            and uses[id(prev)] == 1
+            and uses[id(node.rule)] == 1
+        ):
+            fold[j] = i
+    return alias, fold
+
+
+def deploy(model: keras.Model) -> keras.Model:
+    """Return the inference architecture of ``model`` as a new ``vn.Model``.
+
+    Each ``BatchNormalization`` is folded into the ``Dense``/``Conv2D`` that
+    feeds it (when that layer feeds nothing else); one with nothing foldable
+    before it becomes an ``ElementwiseAffine`` layer with its inference scale
+    and shift. ``Dropout`` is removed. Every other layer is copied with its
+    weights; composite layers (``ResidualBlock``) are expanded into their
+    parts. The original model is not modified.
+
+    Args:
+        model: a built Keras model of verinet layers, or a stock Keras model
+            that ``vn.convert`` can map.
+
+    Returns:
+        A functional ``vn.Model`` computing the same function as ``model`` in
+        inference (to float rounding) and bounded the same way.
+
+    Raises:
+        UnsupportedLayerError: naming a layer without a bound rule.
+
+    Example:
+        >>> deployed = vn.deploy(model)
+        >>> deployed.predict(x_test[:4])
+    """
+    from verinet.models.model import Model
+
+    graph = bound_graph(model)
+    alias, fold = _plan(graph)
+    folded_bn = set(fold.values())
+    names = _Names()
+    inputs = keras.Input(graph.input_shape, dtype=model.inputs[0].dtype)
+    tensors = {0: inputs}
+    for i, node in enumerate(graph.nodes[1:], start=1):
+        rule = node.rule
+        if i in alias or i in folded_bn:
+            source = alias[i] if i in alias else node.inputs[0]
+            tensors[i] = tensors[alias.get(source, source)]
+            continue
+        args = [tensors[alias.get(j, j)] for j in node.inputs]
+        x = args if len(args) > 1 else args[0]
+        if i in fold:
+            bn = graph.nodes[fold[i]].rule
+            config, weights = fold_batch_norm(rule, bn)
+            layer = _clone(rule, names(rule.name), config)
+            tensors[i] = layer(x)
+            layer.set_weights(weights)
+        elif isinstance(rule, BatchNormalization):
+            layer = ElementwiseAffine(name=names(rule.name), dtype=rule.dtype_policy)
+            tensors[i] = layer(x)
+            scale, shift = bn_affine(rule)
+            dtype = ops.convert_to_numpy(rule.moving_mean).dtype
+            layer.set_weights([scale.astype(dtype), shift.astype(dtype)])
+        elif isinstance(rule, keras.layers.Layer):
+            layer = _clone(rule, names(rule.name))
+            tensors[i] = layer(x)
+            layer.set_weights(rule.get_weights())
+        else:  # the sum closing a ResidualBlock
+            tensors[i] = Add(name=names(f"{node.name}_add"))(args)
+    output = tensors[alias.get(graph.output, graph.output)]
+    return Model(inputs, output, name=f"{model.name}_deployed")

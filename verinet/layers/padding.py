@@ -1,0 +1,33 @@
+"""Bound-aware zero padding of the spatial axes."""
+
+import keras
+
+from verinet.layers._checks import require_channels_last
+from verinet.layers.base import AffineRule
+
+
+@keras.saving.register_keras_serializable(package="verinet")
+class ZeroPadding2D(keras.layers.ZeroPadding2D, AffineRule):
+    """``keras.layers.ZeroPadding2D`` (channels_last) with bound rules.
+
+    The padded border is exactly zero, so bounds pass through unchanged and
+    CROWN crops the coefficients back to the input. It lets explicit,
+    asymmetric convolution padding (as in ONNX and PyTorch) be expressed
+    as padding followed by a 'valid' ``Conv2D``.
+
+    Example:
+        >>> from verinet import layers
+        >>> layer = layers.ZeroPadding2D(((1, 1), (1, 1)))
+    """
+
+    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+        require_channels_last("ZeroPadding2D", data_format)
+        super().__init__(padding, data_format="channels_last", **kwargs)
+
+    def interval(self, lower, upper):
+        return self.call(lower), self.call(upper)
+
+    def backward_affine(self, A, input_shape):
+        (top, _), (left, _) = self.padding
+        height, width = input_shape[0], input_shape[1]
+        return A[:, :, top : top + height, left : left + width, :], None

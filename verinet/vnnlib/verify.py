@@ -1,0 +1,375 @@
+"""``vn.verify``: decide a VNN-LIB property of an ONNX network.
+
+The answer is ``"unsat"`` only when bounds prove that no input of any
+region yields outputs meeting any spec; ``"sat"`` only with a counterexample
+that onnxruntime itself confirms (in float32, on the file); ``"unknown"``
+otherwise. The search is: concrete points (centre, random samples), bounds on
+the whole box, a PGD attack, then input splitting (branch and bound on the
+widest input) until every sub-box is proven or the time runs out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+from keras import ops
+
+from verinet._validation import check_choice
+from verinet.bounds.api import resolve_method
+from verinet.bounds.graph import BoundGraph
+from verinet.bounds.perturbation import Perturbation, concretize_box
+from verinet.bounds.precision import float64_promotion
+from verinet.errors import InvalidInputError, VnnlibError
+from verinet.vnnlib.parser import Property, Region, read
+
+STATUSES = ("sat", "unsat", "unknown")
+#: Sub-boxes kept waiting at most; beyond this the answer is "unknown".
+MAX_OPEN_BOXES = 200_000
+
+
+class VerificationResult(str):
+    """The answer of ``verify``: a string ``"sat"``, ``"unsat"`` or
+    ``"unknown"`` that also carries the evidence.
+
+    Attributes:
+        status: the same string.
+        counterexample: for ``"sat"``, the input (ONNX input shape, float32)
+            that onnxruntime confirmed; else ``None``.
+        output: onnxruntime's output for it (flat), or ``None``.
+        seconds: wall time.
+        detail: a short explanation.
+
+    Example:
+        >>> result = vn.verify("net.onnx", "prop.vnnlib")
+        >>> result == "sat", result.counterexample
+    """
+
+    def __new__(cls, status, counterexample=None, output=None, seconds=0.0, detail=""):
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}.")
+        obj = super().__new__(cls, status)
+        obj.status = status
+        obj.counterexample = counterexample
+        obj.output = output
+        obj.seconds = seconds
+        obj.detail = detail
+        return obj
+
+    def vnncomp(self) -> str:
+        """The result in VNN-COMP's results-file format."""
+        if self.status != "sat":
+            return self.status + "\n"
+        pairs = [f"(X_{i} {v!r})" for i, v in enumerate(_floats(self.counterexample))]
+        pairs += [f"(Y_{j} {v!r})" for j, v in enumerate(_floats(self.output))]
+        return "sat\n(" + "\n ".join(pairs) + ")\n"
+
+
+def _floats(array):
+    return [float(v) for v in np.asarray(array, dtype=np.float64).ravel()]
+
+
+class _Box(Perturbation):
+    """An arbitrary box ``lower <= x <= upper`` per sample (ignores centre)."""
+
+    norm = "linf"
+
+    def __init__(self, lower, upper):
+        super().__init__(0.0)
+        self.lower, self.upper = lower, upper
+
+    def box(self, x):
+        return self.lower, self.upper
+
+    def concretize(self, x, A, sign):
+        return concretize_box(self.lower, self.upper, A, sign)
+
+
+class _Problem:
+    """One network and property, with the tools to bound, attack and confirm."""
+
+    def __init__(self, model, session, method, tolerance, dtype):
+        self.model = model
+        self.graph = BoundGraph(model)
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.shape = tuple(model.inputs[0].shape[1:])
+        self.method = method
+        self.tolerance = tolerance
+        self.dtype = dtype
+
+    # -- concrete evaluation ------------------------------------------------
+
+    def outputs(self, x_flat: np.ndarray) -> np.ndarray:
+        """Keras outputs (flat, float64) for flat inputs ``(k, n)``."""
+        x = x_flat.reshape(-1, *self.shape).astype(np.float32)
+        with torch.no_grad():
+            y = self.model(x, training=False)
+        return ops.convert_to_numpy(y).reshape(len(x), -1).astype(np.float64)
+
+    def confirm(self, x_flat: np.ndarray, region: Region):
+        """``(x, y)`` if onnxruntime confirms ``x`` as a counterexample."""
+        x = _inside(np.asarray(x_flat, dtype=np.float64), region)
+        if x is None:
+            return None
+        y = self.session.run(None, {self.input_name: x.reshape(1, *self.shape)})[0]
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if any(spec.violated_by(y) for spec in region.specs):
+            return x.reshape(self.shape), y
+        return None
+
+    def try_points(self, points: np.ndarray, region: Region):
+        """Confirm the first of ``points`` whose Keras outputs look violating."""
+        scores = _violation(self.outputs(points), region.specs)
+        for k in np.argsort(scores.min(axis=1)):
+            if scores[k].min() > 0:
+                break
+            found = self.confirm(points[k], region)
+            if found is not None:
+                return found
+        return None
+
+    # -- bounds -------------------------------------------------------------
+
+    def proven(self, lower: np.ndarray, upper: np.ndarray, region: Region):
+        """``(boxes, specs)`` booleans: spec impossible on box (by bounds)."""
+        rows = [spec.A for spec in region.specs]
+        A = np.concatenate(rows) if rows else np.zeros((0, 1))
+        batch = len(lower)
+        lo = ops.convert_to_tensor(lower.reshape(batch, *self.shape), dtype=self.dtype)
+        up = ops.convert_to_tensor(upper.reshape(batch, *self.shape), dtype=self.dtype)
+        C = ops.convert_to_tensor(
+            np.broadcast_to(A, (batch, *A.shape)).copy(), dtype=self.dtype
+        )
+        with torch.no_grad(), float64_promotion(self.dtype == "float64"):
+            low, _ = self.method.bounds(
+                self.graph, (lo + up) / 2, _Box(lo, up), C, lower=True, upper=False
+            )
+        low = ops.convert_to_numpy(low).astype(np.float64)
+        result = np.zeros((batch, len(region.specs)), dtype=bool)
+        start = 0
+        for s, spec in enumerate(region.specs):
+            k = len(spec.b)
+            margin = self.tolerance * (1.0 + np.abs(spec.b))
+            # A row that can never hold makes the whole conjunction impossible.
+            impossible = low[:, start : start + k] > spec.b + margin
+            result[:, s] = np.any(impossible, axis=1)
+            start += k
+        return result
+
+    # -- attack -------------------------------------------------------------
+
+    def pgd(self, region: Region, specs, steps=50, restarts=4, seed=0):
+        """Projected sign-gradient descent on each spec's violation score."""
+        n = len(region.lower)
+        lo = torch.as_tensor(region.lower, dtype=torch.float32)
+        hi = torch.as_tensor(region.upper, dtype=torch.float32)
+        generator = torch.Generator().manual_seed(seed)
+        A, b, mask = _padded(specs)
+        index = torch.arange(len(specs)).repeat(restarts)
+        x = lo + (hi - lo) * torch.rand((len(index), n), generator=generator)
+        x[: len(specs)] = (lo + hi) / 2
+        step = (hi - lo) * 2.5 / (2 * steps)
+        A_t, b_t, mask_t = (torch.as_tensor(a) for a in (A, b, mask))
+        A_t, b_t = A_t.float()[index], b_t.float()[index]
+        mask_t = mask_t[index]
+        for _ in range(steps + 1):
+            x.requires_grad_(True)
+            y = self.model(x.reshape(-1, *self.shape), training=False)
+            y = y.reshape(len(x), -1)
+            score = torch.einsum("bkm,bm->bk", A_t, y) - b_t
+            score = torch.where(mask_t, score, torch.full_like(score, -torch.inf))
+            worst = score.max(dim=1).values
+            hits = torch.nonzero(worst <= 0).ravel()
+            for k in hits.tolist():
+                found = self.confirm(x[k].detach().numpy(), region)
+                if found is not None:
+                    return found
+            (grad,) = torch.autograd.grad(worst.sum(), x)
+            with torch.no_grad():
+                x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
+        return None
+
+
+def _padded(specs):
+    rows = max(len(s.b) for s in specs)
+    m = specs[0].A.shape[1]
+    A = np.zeros((len(specs), rows, m))
+    b = np.zeros((len(specs), rows))
+    mask = np.zeros((len(specs), rows), dtype=bool)
+    for i, s in enumerate(specs):
+        A[i, : len(s.b)], b[i, : len(s.b)], mask[i, : len(s.b)] = s.A, s.b, True
+    return A, b, mask
+
+
+def _violation(y: np.ndarray, specs) -> np.ndarray:
+    """``(points, specs)``: max over rows of ``A y - b`` (<= 0: violated)."""
+    out = np.empty((len(y), len(specs)))
+    for s, spec in enumerate(specs):
+        if len(spec.b) == 0:
+            out[:, s] = -np.inf
+        else:
+            out[:, s] = np.max(y @ spec.A.T - spec.b, axis=1)
+    return out
+
+
+def _inside(x: np.ndarray, region: Region):
+    """``x`` as float32 nudged into the box (strictness included), or None."""
+    x32 = np.clip(x, region.lower, region.upper).astype(np.float32)
+    for _ in range(4):
+        if region.contains(x32):
+            return x32
+        x64 = x32.astype(np.float64)
+        too_low = (x64 < region.lower) | (
+            region.lower_is_strict & (x64 == region.lower)
+        )
+        too_high = (x64 > region.upper) | (
+            region.upper_is_strict & (x64 == region.upper)
+        )
+        x32 = np.where(too_low, np.nextafter(x32, np.float32(np.inf)), x32)
+        x32 = np.where(too_high, np.nextafter(x32, np.float32(-np.inf)), x32)
+    return x32 if region.contains(x32) else None
+
+
+def _solve_region(problem: _Problem, region: Region, attack, deadline, batch, rng):
+    """``("sat", (x, y))``, ``("unsat", None)`` or ``("unknown", None)``."""
+    centre = (region.lower + region.upper) / 2
+    if any(len(spec.b) == 0 for spec in region.specs):
+        found = problem.confirm(centre, region)
+        return ("sat", found) if found is not None else ("unknown", None)
+    samples = region.lower + (region.upper - region.lower) * rng.random(
+        (32, len(centre))
+    )
+    found = problem.try_points(np.vstack([centre[None], samples]), region)
+    if found is not None:
+        return "sat", found
+    queue = [(region.lower, region.upper)]
+    attacked = attack is None
+    gave_up = False
+    while queue:
+        if time.perf_counter() > deadline or len(queue) > MAX_OPEN_BOXES:
+            return "unknown", None
+        chunk, queue = queue[:batch], queue[batch:]
+        lower = np.stack([lo for lo, _ in chunk])
+        upper = np.stack([up for _, up in chunk])
+        proven = problem.proven(lower, upper, region).all(axis=1)
+        if proven.all():
+            continue
+        if not attacked:
+            attacked = True
+            found = problem.pgd(region, list(region.specs))
+            if found is not None:
+                return "sat", found
+        open_lo, open_up = lower[~proven], upper[~proven]
+        found = problem.try_points((open_lo + open_up) / 2, region)
+        if found is not None:
+            return "sat", found
+        for lo, up in zip(open_lo, open_up, strict=True):
+            width = up - lo
+            axis = int(np.argmax(width))
+            if width[axis] <= 0:
+                gave_up = True  # a single point that bounds cannot settle
+                continue
+            mid = (lo[axis] + up[axis]) / 2
+            left_up, right_lo = up.copy(), lo.copy()
+            left_up[axis], right_lo[axis] = mid, mid
+            queue.extend([(lo, left_up), (right_lo, up)])
+    return ("unknown", None) if gave_up else ("unsat", None)
+
+
+def _flat_output(model):
+    if len(model.outputs[0].shape) == 2:
+        return model
+    from verinet.layers import Flatten
+    from verinet.models.model import Model
+
+    return Model(model.inputs, Flatten()(model.outputs[0]), name=f"{model.name}_flat")
+
+
+def verify(
+    onnx_path,
+    vnnlib_path,
+    method="crown",
+    attack="pgd",
+    timeout: float = 60.0,
+    batch_size: int = 64,
+    tolerance: float = 1e-5,
+    seed: int = 0,
+) -> VerificationResult:
+    """Decide a VNN-LIB property of an ONNX network.
+
+    Args:
+        onnx_path: the network (imported with ``vn.from_onnx``, which checks
+            it against onnxruntime).
+        vnnlib_path: the property file, or a ``Property`` from
+            ``vn.vnnlib.read``. ``X_i`` index the ONNX input flattened in
+            row-major order, ``Y_j`` the flattened output.
+        method: bound method, ``"crown"``, ``"crown-ibp"``, ``"ibp"`` or an
+            object.
+        attack: ``"pgd"`` or ``None`` (concrete samples are always tried).
+        timeout: seconds before answering ``"unknown"``.
+        batch_size: sub-boxes bounded at once during input splitting.
+        tolerance: a spec counts as impossible only if its bound clears the
+            right-hand side by ``tolerance * (1 + |b|)``, guarding against
+            float rounding between the bound (float64) and the network
+            (float32).
+        seed: seed of the random samples and attack starts.
+
+    Returns:
+        A ``VerificationResult`` (a ``str``): ``"unsat"`` (the property holds,
+        proven), ``"sat"`` (with ``.counterexample``, confirmed by
+        onnxruntime) or ``"unknown"``.
+
+    Raises:
+        VnnlibError: for a malformed property or one whose variable counts
+            do not match the network.
+
+    Example:
+        >>> result = vn.verify("net.onnx", "prop.vnnlib", timeout=30)
+        >>> print(result)
+        unsat
+    """
+    import onnxruntime as ort
+
+    from verinet.deploy.onnx_import import from_onnx, load_onnx
+
+    start = time.perf_counter()
+    deadline = start + float(timeout)
+    if attack is not None:
+        attack = check_choice("attack", attack, ("pgd",))
+    if int(batch_size) < 1 or not tolerance >= 0:
+        raise InvalidInputError("batch_size must be >= 1 and tolerance >= 0.")
+    prop = vnnlib_path if isinstance(vnnlib_path, Property) else read(vnnlib_path)
+    proto = load_onnx(onnx_path)
+    model = _flat_output(from_onnx(proto))
+    n_in = int(np.prod(model.inputs[0].shape[1:]))
+    n_out = int(model.outputs[0].shape[-1])
+    if (prop.num_inputs, prop.num_outputs) != (n_in, n_out):
+        raise VnnlibError(
+            f"The property declares {prop.num_inputs} inputs and {prop.num_outputs} "
+            f"outputs; the network {os.fspath(onnx_path)!r} has {n_in} and {n_out}."
+        )
+    session = ort.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    problem = _Problem(
+        model, session, resolve_method(method), float(tolerance), "float64"
+    )
+    rng = np.random.default_rng(seed)
+    unknown = False
+    for region in prop.regions:
+        status, found = _solve_region(
+            problem, region, attack, deadline, int(batch_size), rng
+        )
+        if status == "sat":
+            x, y = found
+            return VerificationResult(
+                "sat", x, y, time.perf_counter() - start, "counterexample found"
+            )
+        unknown |= status == "unknown"
+    seconds = time.perf_counter() - start
+    if unknown:
+        return VerificationResult("unknown", seconds=seconds, detail="not settled")
+    return VerificationResult("unsat", seconds=seconds, detail="proven by bounds")
