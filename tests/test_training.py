@@ -277,3 +277,45 @@ def test_robust_compile_refuses_unsupported_layers():
     with pytest.raises(vn.UnsupportedLayerError, match="Dense"):
         model.compile("adam", robust="ibp", epsilon=0.1)
     model.compile("adam")  # standard training needs no bound rules
+
+
+def test_fused_crown_ibp_loss_bounds_the_worst_case_cross_entropy(rng):
+    """log(S_max) from loss fusion is above the cross-entropy anywhere in the ball."""
+    from verinet.bounds.graph import BoundGraph
+    from verinet.bounds.perturbation import LinfBall
+    from verinet.objectives.base import Context
+    from verinet.objectives.certified import margin_spec_tensor
+
+    keras.utils.set_random_seed(3)
+    model = vn.Sequential(
+        [
+            layers.Input((6,)),
+            layers.Dense(16),
+            layers.ReLU(),
+            layers.Dense(16),
+            layers.ReLU(),
+            layers.Dense(4),
+        ]
+    )
+    model.compile("adam", robust="crown", epsilon=0.2, input_range=(0, 1))
+    objective = vn.objectives.CROWNIBP(beta=1.0)
+    graph = BoundGraph(model)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    for trial in range(6):
+        x = rng.uniform(0, 1, (1, 6)).astype("float32")
+        y = np.array([trial % 4])
+        context = Context(model, 0.2, 0.0, "linf", (0.0, 1.0), None, False, graph)
+        xt = keras.ops.convert_to_tensor(x)
+        C = margin_spec_tensor(keras.ops.convert_to_tensor(y), 4, "float32")
+        bound, verified = objective._fused_loss(
+            context, graph, xt, LinfBall(0.2, (0.0, 1.0)), C, y
+        )
+        bound = float(keras.ops.convert_to_numpy(bound))
+        points = np.clip(x + rng.uniform(-0.2, 0.2, (4000, 6)), 0, 1).astype("float32")
+        attack = vn.attacks.PGD(model, 0.2, steps=30, input_range=(0, 1), loss="ce")
+        points = np.concatenate([points, attack.perturb(x, y)])
+        logits = model(points)
+        worst = float(keras.ops.max(ce(np.repeat(y, len(points)), logits)))
+        assert worst <= bound + 1e-5, (trial, worst, bound)
+        if float(keras.ops.convert_to_numpy(verified)) == 1.0:
+            assert np.all(keras.ops.convert_to_numpy(logits).argmax(1) == y[0])

@@ -231,6 +231,7 @@ class RobustTrainingMixin:
             loss=lambda pred: self._compile_loss(y, pred, sample_weight),
             training=training,
             graph=state.graph,
+            sample_weight=sample_weight,
         )
         x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
         loss, values = state.objective.compute(context, x, y, y_pred)

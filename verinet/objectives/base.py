@@ -24,6 +24,7 @@ class Context:
             sample weights.
         training: ``True`` in ``fit``'s train step.
         graph: the model's bound graph (bound-based objectives only).
+        sample_weight: the batch's sample weights, or ``None``.
     """
 
     model: Any
@@ -34,6 +35,14 @@ class Context:
     loss: Callable
     training: bool
     graph: Any = None
+    sample_weight: Any = None
+
+    def reduce(self, per_sample):
+        """Average per-sample losses as Keras's default reduction does."""
+        if self.sample_weight is not None:
+            weights = ops.cast(ops.reshape(self.sample_weight, (-1,)), per_sample.dtype)
+            return ops.sum(per_sample * weights) / per_sample.shape[0]
+        return ops.mean(per_sample)
 
 
 class Objective:
