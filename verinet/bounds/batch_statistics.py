@@ -13,7 +13,6 @@ import copy
 from keras import ops
 
 from verinet.bounds.graph import Node
-from verinet.layers.base import cast_like
 from verinet.layers.batch_norm import BatchNormalization
 from verinet.layers.elementwise_affine import ElementwiseAffineRule
 
@@ -34,13 +33,7 @@ def _batch_affine(layer, values):
     axes = tuple(range(len(values.shape) - 1))
     mean = ops.mean(values, axis=axes)
     variance = ops.var(values, axis=axes)
-    scale = 1.0 / ops.sqrt(variance + layer.epsilon)
-    if layer.scale:
-        scale = scale * cast_like(layer.gamma, values)
-    shift = -mean * scale
-    if layer.center:
-        shift = shift + cast_like(layer.beta, values)
-    return BatchAffine(scale, shift)
+    return BatchAffine(*layer.affine_for_statistics(mean, variance, values))
 
 
 def with_batch_statistics(graph, x):

@@ -30,8 +30,14 @@ class BatchNormalization(keras.layers.BatchNormalization, ElementwiseAffineRule)
 
     def affine_params(self, reference):
         """Return the inference ``(scale, shift)`` per channel."""
-        variance = cast_like(self.moving_variance, reference)
-        mean = cast_like(self.moving_mean, reference)
+        return self.affine_for_statistics(
+            cast_like(self.moving_mean, reference),
+            cast_like(self.moving_variance, reference),
+            reference,
+        )
+
+    def affine_for_statistics(self, mean, variance, reference):
+        """``(scale, shift)`` of normalizing with the given mean and variance."""
         scale = 1.0 / ops.sqrt(variance + self.epsilon)
         if self.scale:
             scale = scale * cast_like(self.gamma, reference)
