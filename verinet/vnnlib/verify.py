@@ -184,7 +184,7 @@ class _Problem:
             worst = score.max(dim=1).values
             hits = torch.nonzero(worst <= 0).ravel()
             for k in hits.tolist():
-                found = self.confirm(x[k].detach().numpy(), region)
+                found = self.confirm(x[k].detach().cpu().numpy(), region)
                 if found is not None:
                     return found
             (grad,) = torch.autograd.grad(worst.sum(), x)
