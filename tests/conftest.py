@@ -24,8 +24,13 @@ def rng():
     return np.random.default_rng(0)
 
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Several workers share the cores: one torch thread each avoids oversubscription.
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    # The tests' tensors are small: extra torch threads only contend, and
+    # pytest-xdist workers already share the cores.
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,15 +11,6 @@ from verinet import layers as L
 from verinet.attacks import FGSM, PGD
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two pytest-xdist workers on two cores: more torch threads only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data():
     (x_train, y_train), (x_test, y_test) = vn.datasets.digits()

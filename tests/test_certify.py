@@ -7,7 +7,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import torch
 from keras import ops
 
 import verinet as vn
@@ -19,15 +18,6 @@ FAST_PGD = {"steps": 10, "restarts": 1}
 
 def _np(t):
     return ops.convert_to_numpy(t)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two pytest-xdist workers on two cores: more torch threads only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

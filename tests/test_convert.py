@@ -3,19 +3,9 @@
 import keras
 import numpy as np
 import pytest
-import torch
 from keras import layers as K
 
 import verinet as vn
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two pytest-xdist workers on two cores: more torch threads only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _np(t):

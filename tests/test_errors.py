@@ -6,21 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import verinet as vn
 from verinet import layers as L
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two pytest-xdist workers on two cores: more torch threads only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

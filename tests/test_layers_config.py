@@ -11,15 +11,6 @@ import verinet as vn
 from verinet import layers as L
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two pytest-xdist workers on two cores: more torch threads only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _np(t):
     return keras.ops.convert_to_numpy(t)
 
