@@ -25,17 +25,17 @@ def leaky_relu_relaxation(lower, upper, negative_slope: float = 0.0):
     ``a`` otherwise (the adaptive choice of Zhang et al. 2018).
     Stable neurons get the exact linear piece.
     """
+    # ReLU first: with u+ = max(u, 0) and l- = min(l, 0) the chord's slope is
+    # u+ / (u+ - l-), which is also exact on stable neurons (1 or 0).
+    up, low = ops.relu(upper), ops.minimum(lower, 0.0)
+    width = up - low
+    chord = up / ops.where(width > 0, width, ops.ones_like(width))
+    offset = -low * chord
+    adaptive = ops.cast(up > -low, lower.dtype)
+    # max(x, a x) = a x + (1 - a) relu(x), and 1 - a >= 0 keeps the sides.
     a = negative_slope
-    active = lower >= 0
-    inactive = upper <= 0
-    unstable = ops.logical_not(ops.logical_or(active, inactive))
-    denom = ops.where(unstable, upper - lower, ops.ones_like(upper))
-    chord = (upper - a * lower) / denom
-    uw = ops.where(active, 1.0, ops.where(inactive, a, chord))
-    ub = ops.where(unstable, (a - 1.0) * upper * lower / denom, 0.0)
-    adaptive = ops.where(upper > -lower, 1.0, a)
-    lw = ops.where(active, 1.0, ops.where(inactive, a, adaptive))
-    lb = ops.zeros_like(lower)
+    uw, ub = a + (1.0 - a) * chord, (1.0 - a) * offset
+    lw, lb = a + (1.0 - a) * adaptive, ops.zeros_like(lower)
     return lw, lb, uw, ub
 
 
