@@ -21,7 +21,6 @@ is computed once and can be checked against the bounds of several methods.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,19 +30,6 @@ import verinet as vn
 
 TOL = 1e-4
 METHODS = ("ibp", "crown", "crown-ibp")
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Run torch on one thread: on small tensors its thread pool costs far
-    more than it saves (tens of ms per matmul on a 2-core machine), and
-    pytest-xdist already uses the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------

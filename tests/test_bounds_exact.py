@@ -20,17 +20,10 @@ from soundness_utils import (
     empirical_extremes,
     random_inputs,
     randomize_weights,
-    single_thread,
 )
 
 import verinet as vn
 from verinet import layers
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def assert_bounds(model, x, eps, expected, norm="linf", input_range=None, **kw):

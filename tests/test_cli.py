@@ -19,14 +19,6 @@ EPSILON = 0.02
 SAMPLES = 80
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Train → certify → save: a digits model with BN and dropout."""

@@ -5,20 +5,11 @@ import verinet as vn  # noqa: I001 - verinet before keras
 import keras
 import numpy as np
 import pytest
-import torch
 
 from verinet import layers as L
 from verinet.deploy import deploy
 
 METHODS = ("ibp", "crown", "crown-ibp")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _randomize_bn(model, rng):

@@ -28,14 +28,6 @@ from verinet.errors import OnnxExportError, OnnxImportError
 METHODS = ("ibp", "crown", "crown-ibp")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run_ort(path, x):
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]

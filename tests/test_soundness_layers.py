@@ -21,7 +21,6 @@ from soundness_utils import (
     empirical_extremes,
     random_inputs,
     randomize_weights,
-    single_thread,
 )
 
 import verinet as vn
@@ -29,12 +28,6 @@ from verinet import layers
 
 EPSILON = {"linf": 0.1, "l2": 0.4}
 RANGE = (0.0, 1.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def seq(shape, *stack):

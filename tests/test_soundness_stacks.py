@@ -11,7 +11,6 @@ bounds are checked against sampling, vertices and PGD (``soundness_utils``).
 
 import keras
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from soundness_utils import (
@@ -20,18 +19,10 @@ from soundness_utils import (
     empirical_extremes,
     random_inputs,
     randomize_weights,
-    single_thread,
 )
 
 import verinet as vn
 from verinet import layers
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
-
 
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "gelu_tanh", "sigmoid", "tanh")
 

@@ -17,14 +17,6 @@ from verinet.errors import VnnlibError
 from verinet.vnnlib import verify
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _declare(n_in, n_out):
     lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
