@@ -34,3 +34,13 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ieee_float32():
+    # Tests compare models against sampled outputs, numpy and onnxruntime in
+    # float32; on a GPU, TF32 convolutions would add ~1e-3 noise to the model.
+    from verinet.bounds.precision import ieee_float32
+
+    with ieee_float32():
+        yield

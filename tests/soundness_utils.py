@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from keras import ops
 
 import verinet as vn
 
@@ -50,7 +51,9 @@ def project(points, x, epsilon, norm, input_range):
     so the result stays inside the ball as well.
     """
     is_torch = isinstance(points, torch.Tensor)
-    lib_x = torch.as_tensor(x, dtype=points.dtype) if is_torch else x
+    lib_x = (
+        torch.as_tensor(x, dtype=points.dtype, device=points.device) if is_torch else x
+    )
     delta = points - lib_x
     if norm == "linf":
         delta = (
@@ -138,7 +141,9 @@ def _spec_outputs(out, C):
     if C is None:
         return out
     if isinstance(out, torch.Tensor):
-        return torch.einsum("bsn,mbn->mbs", torch.as_tensor(C, dtype=out.dtype), out)
+        return torch.einsum(
+            "bsn,mbn->mbs", torch.as_tensor(C, dtype=out.dtype, device=out.device), out
+        )
     return np.einsum("bsn,mbn->mbs", C, out)
 
 
@@ -183,10 +188,11 @@ def pgd_extremes(
     coord = np.tile(coords, 2 * restarts)
     starts = uniform_points(x, epsilon, norm, input_range, reps, rng)
     starts[: 2 * k] = x  # the first restart starts at the centre
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    cur = torch.as_tensor(starts, dtype=torch.float32)
-    sign_t = torch.as_tensor(sign, dtype=torch.float32)[:, None]
-    coord_t = torch.as_tensor(coord)
+    # On the model's device (a GPU when Keras uses one).
+    xt = ops.convert_to_tensor(x, dtype="float32")
+    cur = ops.convert_to_tensor(starts, dtype="float32")
+    sign_t = ops.convert_to_tensor(sign, dtype="float32")[:, None]
+    coord_t = ops.convert_to_tensor(coord)
     alpha = 2.5 * epsilon / steps
     best_hi = np.full((b, specs), -np.inf)
     best_lo = np.full((b, specs), np.inf)

@@ -568,5 +568,8 @@ def test_certify_onnx_equals_certify_of_imported_model(zoo_export, rng):
     report = certify_onnx(path, x, y, 0.01, **options)
     again = vn.certify(from_onnx(path), x, y, 0.01, **options)
     np.testing.assert_array_equal(report.verified, again.verified)
-    np.testing.assert_array_equal(report.margin_lower, again.margin_lower)
+    # Equal up to float rounding (GPU convolutions need not be deterministic).
+    np.testing.assert_allclose(
+        report.margin_lower, again.margin_lower, rtol=1e-5, atol=1e-6
+    )
     assert report.clean_accuracy == 1.0 and report.attack is None

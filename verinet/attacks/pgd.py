@@ -121,9 +121,17 @@ class PGD:
         return self.step_size * grad / norms.view(-1, *[1] * (grad.dim() - 1))
 
     def perturb_tensor(self, x, y):
-        """Attack torch tensors; returns a detached tensor like ``x``."""
-        x = x.detach()
-        y = y.long().to(x.device)
+        """Attack torch tensors; returns a detached tensor like ``x``.
+
+        The attack runs on the model's device; the result is moved back to
+        ``x``'s device.
+        """
+        device = x.device
+        x = ops.convert_to_tensor(x.detach())  # the Keras device
+        y = ops.convert_to_tensor(y).long()
+        return self._perturb_on_device(x, y).to(device)
+
+    def _perturb_on_device(self, x, y):
         generator = torch.Generator().manual_seed(self.seed)
         best = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)

@@ -18,7 +18,7 @@ from verinet._validation import (
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.methods import METHODS, BoundMethod, interval_pass
 from verinet.bounds.perturbation import NORMS
-from verinet.bounds.precision import float64_promotion
+from verinet.bounds.precision import float64_promotion, ieee_float32
 from verinet.errors import InvalidInputError
 
 
@@ -59,7 +59,7 @@ def bound_batches(
     size = len(x) if batch_size is None else batch_size
     size = min(size, _samples_in_budget(graph, method, x, perturbation, C, dtype))
     lows, ups = [], []
-    with float64_promotion(dtype == "float64"):
+    with float64_promotion(dtype == "float64"), ieee_float32():
         for start in range(0, len(x), size):
             xb = ops.convert_to_tensor(x[start : start + size], dtype=dtype)
             Cb = (

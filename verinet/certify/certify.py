@@ -17,6 +17,7 @@ from verinet.bounds.api import (
     resolve_method,
 )
 from verinet.bounds.graph import BoundGraph
+from verinet.bounds.precision import ieee_float32
 from verinet.certify.report import CertificationReport
 from verinet.errors import SoundnessError, UnsupportedLayerError
 
@@ -131,39 +132,39 @@ def certify(
     bar = keras.utils.Progbar(len(x), verbose=1 if show else 0, unit_name="sample")
 
     margins, predictions, adversarial, broken = [], [], [], []
-    for offset in batches:
-        xb, yb = x[offset : offset + batch_size], y[offset : offset + batch_size]
-        logits = ops.convert_to_numpy(model(xb, training=False))
-        predictions.append(logits.argmax(axis=1))
-        low, _ = bound_batches(
-            model,
-            xb,
-            perturbation,
-            bound_method,
-            margin_spec(yb, classes),
-            upper=False,
-            dtype=dtype,
-        )
-        low[np.arange(len(yb)), yb] = np.inf
-        margins.append(low)
-        adv = np.full_like(xb, np.nan)
-        hit = np.zeros(len(xb), dtype=bool)
-        if attacker is not None:
-            candidate = np.asarray(attacker.perturb(xb, yb), dtype=np.float32)
-            adv_pred = ops.convert_to_numpy(model(candidate, training=False)).argmax(
-                axis=1
-            )
-            hit = (adv_pred != yb) & _in_set(
-                candidate,
+    with ieee_float32():  # no TF32 in bounds, attacks or verdicts
+        for offset in batches:
+            xb, yb = x[offset : offset + batch_size], y[offset : offset + batch_size]
+            logits = ops.convert_to_numpy(model(xb, training=False))
+            predictions.append(logits.argmax(axis=1))
+            low, _ = bound_batches(
+                model,
                 xb,
-                perturbation.epsilon,
-                perturbation.norm,
-                perturbation.input_range,
+                perturbation,
+                bound_method,
+                margin_spec(yb, classes),
+                upper=False,
+                dtype=dtype,
             )
-            adv[hit] = candidate[hit]
-        adversarial.append(adv)
-        broken.append(hit)
-        bar.add(len(xb))
+            low[np.arange(len(yb)), yb] = np.inf
+            margins.append(low)
+            adv = np.full_like(xb, np.nan)
+            hit = np.zeros(len(xb), dtype=bool)
+            if attacker is not None:
+                candidate = np.asarray(attacker.perturb(xb, yb), dtype=np.float32)
+                adv_logits = model(candidate, training=False)
+                adv_pred = ops.convert_to_numpy(adv_logits).argmax(axis=1)
+                hit = (adv_pred != yb) & _in_set(
+                    candidate,
+                    xb,
+                    perturbation.epsilon,
+                    perturbation.norm,
+                    perturbation.input_range,
+                )
+                adv[hit] = candidate[hit]
+            adversarial.append(adv)
+            broken.append(hit)
+            bar.add(len(xb))
 
     predictions = np.concatenate(predictions)
     margin_lower = np.concatenate(margins)

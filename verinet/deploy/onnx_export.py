@@ -14,6 +14,7 @@ import onnx
 from keras import ops
 from onnx import TensorProto, helper, numpy_helper
 
+from verinet.bounds.precision import ieee_float32
 from verinet.deploy.fold import bound_graph, deploy
 from verinet.deploy.onnx_metadata import build_metadata, weights_sha256, write_atomic
 from verinet.errors import InvalidInputError, OnnxExportError
@@ -347,7 +348,8 @@ def check_onnx_matches(model_bytes: bytes, model, x: np.ndarray, tol=TOLERANCE):
     """
     import onnxruntime as ort
 
-    expected = _np(model(x, training=False), np.float64)
+    with ieee_float32():  # the reference in full float32 on GPUs too
+        expected = _np(model(x, training=False), np.float64)
     try:
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name

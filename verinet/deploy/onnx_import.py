@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from verinet.bounds.precision import ieee_float32
 from verinet.deploy.gelu_pattern import fuse_gelu
 from verinet.deploy.onnx_ops import HANDLERS, LAZY, SUPPORTED_OPS
 from verinet.deploy.onnx_values import Sym, identity
@@ -364,7 +365,9 @@ def check_against_onnxruntime(proto, model, tol=CHECK_TOLERANCE, seed=0) -> floa
     for start in range(0, len(x), batch):
         xb = x[start : start + batch]
         expected = np.asarray(session.run(None, {name: xb})[0], dtype=np.float64)
-        got = keras.ops.convert_to_numpy(model(xb, training=False)).astype(np.float64)
+        with ieee_float32():  # full float32 on GPUs too
+            got = keras.ops.convert_to_numpy(model(xb, training=False))
+        got = got.astype(np.float64)
         if got.shape != expected.shape:
             raise OnnxImportError(
                 f"The imported model returns shape {got.shape} where onnxruntime "

@@ -164,17 +164,17 @@ class _Problem:
     def pgd(self, region: Region, specs, steps=50, restarts=4, seed=0):
         """Projected sign-gradient descent on each spec's violation score."""
         n = len(region.lower)
-        lo = torch.as_tensor(region.lower, dtype=torch.float32)
-        hi = torch.as_tensor(region.upper, dtype=torch.float32)
+        lo = ops.convert_to_tensor(region.lower, dtype="float32")
+        hi = ops.convert_to_tensor(region.upper, dtype="float32")
         generator = torch.Generator().manual_seed(seed)
         A, b, mask = _padded(specs)
-        index = torch.arange(len(specs)).repeat(restarts)
-        x = lo + (hi - lo) * torch.rand((len(index), n), generator=generator)
+        index = np.tile(np.arange(len(specs)), restarts)
+        noise = torch.rand((len(index), n), generator=generator).to(lo.device)
+        x = lo + (hi - lo) * noise
         x[: len(specs)] = (lo + hi) / 2
         step = (hi - lo) * 2.5 / (2 * steps)
-        A_t, b_t, mask_t = (torch.as_tensor(a) for a in (A, b, mask))
-        A_t, b_t = A_t.float()[index], b_t.float()[index]
-        mask_t = mask_t[index]
+        A_t, b_t, mask_t = (ops.convert_to_tensor(a[index]) for a in (A, b, mask))
+        A_t, b_t = A_t.float(), b_t.float()
         for _ in range(steps + 1):
             x.requires_grad_(True)
             y = self.model(x.reshape(-1, *self.shape), training=False)
