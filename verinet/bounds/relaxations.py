@@ -17,8 +17,8 @@ from keras import ops
 _FLOAT_SLACK = {"float16": 1e-3, "bfloat16": 1e-2, "float32": 1e-6, "float64": 1e-13}
 
 
-def leaky_relu_relaxation(lower, upper, negative_slope: float = 0.0):
-    """CROWN relaxation of ``max(x, a*x)`` for ``0 <= a <= 1`` (ReLU at ``a=0``).
+def leaky_relu_lines(lower, upper, negative_slope: float = 0.0):
+    """``(lw, uw, ub)`` of the CROWN relaxation of ``max(x, a*x)``; ``lb = 0``.
 
     Upper: the chord from ``(l, f(l))`` to ``(u, f(u))`` on unstable neurons.
     Lower: the line through the origin with slope 1 where ``u > -l`` and slope
@@ -32,11 +32,20 @@ def leaky_relu_relaxation(lower, upper, negative_slope: float = 0.0):
     chord = up / ops.where(width > 0, width, ops.ones_like(width))
     offset = -low * chord
     adaptive = ops.cast(up > -low, lower.dtype)
-    # max(x, a x) = a x + (1 - a) relu(x), and 1 - a >= 0 keeps the sides.
     a = negative_slope
-    uw, ub = a + (1.0 - a) * chord, (1.0 - a) * offset
-    lw, lb = a + (1.0 - a) * adaptive, ops.zeros_like(lower)
-    return lw, lb, uw, ub
+    if a == 0:
+        return adaptive, chord, offset
+    # max(x, a x) = a x + (1 - a) relu(x), and 1 - a >= 0 keeps the sides.
+    return a + (1.0 - a) * adaptive, a + (1.0 - a) * chord, (1.0 - a) * offset
+
+
+def leaky_relu_relaxation(lower, upper, negative_slope: float = 0.0):
+    """CROWN relaxation of ``max(x, a*x)`` for ``0 <= a <= 1`` (ReLU at ``a=0``).
+
+    The lines of ``leaky_relu_lines`` as ``(lw, lb, uw, ub)`` with ``lb = 0``.
+    """
+    lw, uw, ub = leaky_relu_lines(lower, upper, negative_slope)
+    return lw, ops.zeros_like(lower), uw, ub
 
 
 def smooth_relaxation(fn, derivative, lower, upper, curvature: float, samples=17):

@@ -5,8 +5,9 @@ from keras import ops
 
 from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_channels_last, require_linear_activation
-from verinet.layers._spatial import crop_hw, pad_hw, paddings
-from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
+from verinet.layers._conv_ops import conv2d, conv2d_transpose
+from verinet.layers._spatial import pad_hw, paddings
+from verinet.layers.base import AffineRule, cast_like, center_radius
 from verinet.layers.initializers import resolve_kernel_initializer
 
 
@@ -42,42 +43,33 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
     def _pads(self, hw):
         return paddings(hw, self.kernel_size, self.strides, self.padding)
 
-    def _linear(self, x):
-        """The convolution without bias, with explicit padding."""
+    def _conv(self, x, kernel):
+        """The convolution without bias (explicit padding where asymmetric)."""
         pads = self._pads(x.shape[1:3])
-        x = pad_hw(x, pads)
-        return ops.conv(x, cast_like(self.kernel, x), strides=self.strides)
+        if all(before == after for before, after in pads):
+            return conv2d(x, kernel, self.strides, pads)
+        return conv2d(pad_hw(x, pads), kernel, self.strides)
+
+    def _linear(self, x):
+        return self._conv(x, cast_like(self.kernel, x))
 
     def interval(self, lower, upper):
         center, radius = center_radius(lower, upper)
         mid = self._linear(center)
         if self.use_bias:
             mid = mid + cast_like(self.bias, lower)
-        pads = self._pads(lower.shape[1:3])
-        rad = ops.conv(
-            pad_hw(radius, pads),
-            ops.abs(cast_like(self.kernel, lower)),
-            strides=self.strides,
-        )
+        rad = self._conv(radius, ops.abs(cast_like(self.kernel, lower)))
         return mid - rad, mid + rad
 
     def backward_affine(self, A, input_shape):
         batch, specs, ho, wo, co = A.shape
-        in_hw = input_shape[:2]
-        pads = self._pads(in_hw)
-        padded = (in_hw[0] + sum(pads[0]), in_hw[1] + sum(pads[1]))
-        kh, kw = self.kernel_size
-        sh, sw = self.strides
-        out_pad = (padded[0] - ((ho - 1) * sh + kh), padded[1] - ((wo - 1) * sw + kw))
+        in_hw = tuple(input_shape[:2])
         flat = ops.reshape(A, (batch * specs, ho, wo, co))
-        A_in = ops.conv_transpose(
-            flat,
-            cast_like(self.kernel, A),
-            strides=self.strides,
-            padding="valid",
-            output_padding=out_pad,
+        A_in = conv2d_transpose(
+            flat, cast_like(self.kernel, A), self.strides, self._pads(in_hw), in_hw
         )
-        A_in = crop_hw(A_in, pads, in_hw)
         A_in = ops.reshape(A_in, (batch, specs, *A_in.shape[1:]))
-        bias = sum_spec(A * cast_like(self.bias, A)) if self.use_bias else None
+        bias = None
+        if self.use_bias:  # sum over positions first: A · b with fewer products
+            bias = ops.matmul(ops.sum(A, axis=(2, 3)), cast_like(self.bias, A))
         return A_in, bias

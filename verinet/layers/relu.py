@@ -3,13 +3,43 @@
 import keras
 from keras import ops
 
-from verinet.bounds.relaxations import leaky_relu_relaxation
+from verinet.bounds.relaxations import leaky_relu_lines, leaky_relu_relaxation
 from verinet.errors import InvalidInputError
-from verinet.layers.base import ElementwiseRule
+from verinet.layers.base import ElementwiseRule, sum_spec
+
+
+class _ReluFamilyRule(ElementwiseRule):
+    """``max(x, a x)``: the generic rule, specialized to its zero lower offset.
+
+    With ``lb = 0`` each side needs one slope per coefficient's sign and one
+    offset: ``A_in = A * (slope by sign of A)``, bias ``sum(A+ ub)`` for the
+    upper side and ``sum(A- ub)`` for the lower. Fewer tensor ops than the
+    generic rule matters in training, where the backward pass is
+    differentiated too.
+    """
+
+    piecewise_linear = True
+
+    def _slope(self) -> float:
+        return 0.0
+
+    def relax(self, lower, upper):
+        return leaky_relu_relaxation(lower, upper, self._slope())
+
+    def backward(self, lA, uA, lower, upper):
+        lw, uw, ub = (t[:, None] for t in leaky_relu_lines(lower, upper, self._slope()))
+        lA_in = uA_in = lbias = ubias = None
+        if lA is not None:
+            lA_in = lA * ops.where(lA >= 0, lw, uw)
+            lbias = -sum_spec(ops.relu(-lA) * ub)
+        if uA is not None:
+            uA_in = uA * ops.where(uA >= 0, uw, lw)
+            ubias = sum_spec(ops.relu(uA) * ub)
+        return lA_in, uA_in, lbias, ubias
 
 
 @keras.saving.register_keras_serializable(package="verinet")
-class ReLU(keras.layers.ReLU, ElementwiseRule):
+class ReLU(keras.layers.ReLU, _ReluFamilyRule):
     """``max(x, 0)`` with the CROWN relaxation (chord above, adaptive below).
 
     Example:
@@ -25,17 +55,12 @@ class ReLU(keras.layers.ReLU, ElementwiseRule):
             )
         super().__init__(**kwargs)
 
-    piecewise_linear = True
-
     def interval(self, lower, upper):
         return ops.relu(lower), ops.relu(upper)
 
-    def relax(self, lower, upper):
-        return leaky_relu_relaxation(lower, upper, 0.0)
-
 
 @keras.saving.register_keras_serializable(package="verinet")
-class LeakyReLU(keras.layers.LeakyReLU, ElementwiseRule):
+class LeakyReLU(keras.layers.LeakyReLU, _ReluFamilyRule):
     """``max(x, a*x)`` for ``0 <= a <= 1`` with its CROWN relaxation.
 
     Example:
@@ -51,10 +76,8 @@ class LeakyReLU(keras.layers.LeakyReLU, ElementwiseRule):
             )
         super().__init__(negative_slope=negative_slope, **kwargs)
 
-    piecewise_linear = True
+    def _slope(self) -> float:
+        return float(self.negative_slope)
 
     def interval(self, lower, upper):
         return self.call(lower), self.call(upper)
-
-    def relax(self, lower, upper):
-        return leaky_relu_relaxation(lower, upper, self.negative_slope)

@@ -1,0 +1,77 @@
+"""2-D convolutions of channels-last tensors for the Conv2D bound rule.
+
+On the torch backend these call ``torch.nn.functional`` directly on
+permuted views: a channels-last ``(N, H, W, C)`` tensor seen as
+``(N, C, H, W)`` is already in torch's channels-last memory format, which
+oneDNN and cuDNN take without a copy. ``keras.ops.conv_transpose`` first
+copies its input to contiguous channels-first memory and back; in CROWN-IBP
+training, where the transposed convolutions of the backward pass are
+differentiated too, that doubled their cost. Other backends use
+``keras.ops``. The results are the same convolutions either way (the
+Conv2D soundness and adjoint tests run on this path).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from verinet.layers._spatial import crop_hw
+
+
+def _torch():
+    if keras.backend.backend() != "torch":
+        return None
+    import torch.nn.functional as F
+
+    return F
+
+
+def conv2d(x, kernel, strides, padding="valid"):
+    """``ops.conv`` of ``(N, H, W, Cin)`` with a ``(kh, kw, Cin, Cout)`` kernel.
+
+    ``padding`` is ``"valid"`` or an explicit ``((top, bottom), (left, right))``
+    that is symmetric on each axis (callers pad asymmetric cases themselves).
+    """
+    F = _torch()
+    if F is None:
+        if padding != "valid":
+            (top, bottom), (left, right) = padding
+            x = ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        return ops.conv(x, kernel, strides=strides)
+    pad = (0, 0) if padding == "valid" else (padding[0][0], padding[1][0])
+    out = F.conv2d(
+        x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), stride=strides, padding=pad
+    )
+    return out.permute(0, 2, 3, 1)
+
+
+def conv2d_transpose(A, kernel, strides, pads, in_hw):
+    """The adjoint of ``conv2d``: ``(N, Ho, Wo, Cout)`` → ``(N, H, W, Cin)``.
+
+    ``pads`` are the forward convolution's ``((top, bottom), (left, right))``
+    and ``in_hw`` its input size: the adjoint of the padded convolution is
+    the transposed convolution cropped back to ``in_hw``.
+    """
+    ho, wo = A.shape[1:3]
+    padded = (in_hw[0] + sum(pads[0]), in_hw[1] + sum(pads[1]))
+    kh, kw = kernel.shape[:2]
+    out_pad = (
+        padded[0] - ((ho - 1) * strides[0] + kh),
+        padded[1] - ((wo - 1) * strides[1] + kw),
+    )
+    F = _torch()
+    symmetric = all(before == after for before, after in pads)
+    if F is not None and symmetric:
+        out = F.conv_transpose2d(
+            A.permute(0, 3, 1, 2),
+            kernel.permute(3, 2, 0, 1),
+            stride=strides,
+            padding=(pads[0][0], pads[1][0]),
+            output_padding=out_pad,
+        )
+        return out.permute(0, 2, 3, 1)
+    out = ops.conv_transpose(
+        A, kernel, strides=strides, padding="valid", output_padding=out_pad
+    )
+    return crop_hw(out, pads, in_hw)
