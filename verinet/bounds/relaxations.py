@@ -25,13 +25,13 @@ def leaky_relu_lines(lower, upper, negative_slope: float = 0.0):
     ``a`` otherwise (the adaptive choice of Zhang et al. 2018).
     Stable neurons get the exact linear piece.
     """
-    # ReLU first: with u+ = max(u, 0) and l- = min(l, 0) the chord's slope is
-    # u+ / (u+ - l-), which is also exact on stable neurons (1 or 0).
-    up, low = ops.relu(upper), ops.minimum(lower, 0.0)
-    width = up - low
+    # ReLU first: with u+ = max(u, 0) and n = max(-l, 0) the chord's slope is
+    # u+ / (u+ + n), which is also exact on stable neurons (1 or 0).
+    up, nlow = ops.relu(upper), ops.relu(-lower)
+    width = up + nlow
     chord = up / ops.where(width > 0, width, ops.ones_like(width))
-    offset = -low * chord
-    adaptive = ops.cast(up > -low, lower.dtype)
+    offset = nlow * chord
+    adaptive = ops.cast(up > nlow, lower.dtype)
     a = negative_slope
     if a == 0:
         return adaptive, chord, offset
