@@ -124,6 +124,53 @@ def test_sample_weight_changes_the_robust_loss(digits):
     assert abs(plain - weighted) > 1e-3
 
 
+def test_class_weight_changes_the_robust_loss(digits):
+    (x, y), _ = digits
+    losses = {}
+    for name, class_weight in (("plain", None), ("weighted", {3: 20.0})):
+        keras.utils.set_random_seed(0)
+        model = mlp(16)
+        model.compile("adam", robust="crown", epsilon=vn.schedules.Constant(0.05))
+        history = model.fit(
+            x[:128],
+            y[:128],
+            epochs=1,
+            batch_size=128,
+            verbose=0,
+            class_weight=class_weight,
+        )
+        losses[name] = history.history["loss"][0]
+    # One step from the same weights: only the class weights differ.
+    assert losses["weighted"] > 1.5 * losses["plain"], losses
+
+
+def test_callbacks_monitor_the_robust_metrics(digits, tmp_path):
+    (x, y), (x_val, y_val) = digits
+    model = mlp(16)
+    model.compile("adam", robust="ibp", epsilon=0.05, input_range=(0, 1))
+    path = tmp_path / "best.keras"
+    history = model.fit(
+        x[:256],
+        y[:256],
+        epochs=6,
+        batch_size=64,
+        verbose=0,
+        validation_data=(x_val[:64], y_val[:64]),
+        callbacks=[
+            # No epoch can improve by 2: training stops after the second.
+            keras.callbacks.EarlyStopping(
+                "val_verified_accuracy", mode="max", min_delta=2.0, patience=1
+            ),
+            keras.callbacks.ModelCheckpoint(
+                path, monitor="val_verified_accuracy", mode="max", save_best_only=True
+            ),
+        ],
+    )
+    assert len(history.epoch) == 2
+    restored = keras.models.load_model(path)
+    assert restored._robust.objective.name == "ibp"
+
+
 def test_backup_and_restore_continues_the_schedule(digits, tmp_path):
     (x, y), _ = digits
 
