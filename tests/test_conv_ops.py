@@ -32,12 +32,10 @@ def test_conv_and_transpose_match_keras_ops(
     pads = paddings(hw, kernel, strides, padding)
     x = ops.convert_to_tensor(rng.standard_normal((2, *hw, 3)).astype("float32"))
     w = ops.convert_to_tensor(rng.standard_normal((*kernel, 3, 5)).astype("float32"))
-    symmetric = all(a == b for a, b in pads)
-    if symmetric:
-        fast, plain = _both(monkeypatch, _conv_ops.conv2d, x, w, strides, pads)
-        np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
-        reference = ops.convert_to_numpy(ops.conv(x, w, strides, padding=padding))
-        np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
+    fast, plain = _both(monkeypatch, _conv_ops.conv2d, x, w, strides, pads)
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
+    reference = ops.convert_to_numpy(ops.conv(x, w, strides, padding=padding))
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
     out_hw = ops.conv(x, w, strides, padding=padding).shape[1:3]
     A = ops.convert_to_tensor(rng.standard_normal((4, *out_hw, 5)).astype("float32"))
     fast, plain = _both(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from verinet.layers._spatial import crop_hw
+from verinet.layers._spatial import crop_hw, pad_hw
 
 
 def _torch():
@@ -27,21 +27,24 @@ def _torch():
     return F
 
 
-def conv2d(x, kernel, strides, padding="valid"):
-    """``ops.conv`` of ``(N, H, W, Cin)`` with a ``(kh, kw, Cin, Cout)`` kernel.
+def _symmetric(pads) -> bool:
+    return all(before == after for before, after in pads)
 
-    ``padding`` is ``"valid"`` or an explicit ``((top, bottom), (left, right))``
-    that is symmetric on each axis (callers pad asymmetric cases themselves).
+
+def conv2d(x, kernel, strides, pads):
+    """Convolve ``(N, H, W, Cin)`` with a ``(kh, kw, Cin, Cout)`` kernel.
+
+    ``pads`` are ``((top, bottom), (left, right))`` zero paddings (see
+    ``_spatial.paddings``); torch takes symmetric ones inside the convolution.
     """
     F = _torch()
-    if F is None:
-        if padding != "valid":
-            (top, bottom), (left, right) = padding
-            x = ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        return ops.conv(x, kernel, strides=strides)
-    pad = (0, 0) if padding == "valid" else (padding[0][0], padding[1][0])
+    if F is None or not _symmetric(pads):
+        return ops.conv(pad_hw(x, pads), kernel, strides=strides)
     out = F.conv2d(
-        x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), stride=strides, padding=pad
+        x.permute(0, 3, 1, 2),
+        kernel.permute(3, 2, 0, 1),
+        stride=strides,
+        padding=(pads[0][0], pads[1][0]),
     )
     return out.permute(0, 2, 3, 1)
 
@@ -61,8 +64,7 @@ def conv2d_transpose(A, kernel, strides, pads, in_hw):
         padded[1] - ((wo - 1) * strides[1] + kw),
     )
     F = _torch()
-    symmetric = all(before == after for before, after in pads)
-    if F is not None and symmetric:
+    if F is not None and _symmetric(pads):
         out = F.conv_transpose2d(
             A.permute(0, 3, 1, 2),
             kernel.permute(3, 2, 0, 1),

@@ -6,7 +6,7 @@ from keras import ops
 from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_channels_last, require_linear_activation
 from verinet.layers._conv_ops import conv2d, conv2d_transpose
-from verinet.layers._spatial import pad_hw, paddings
+from verinet.layers._spatial import paddings
 from verinet.layers.base import AffineRule, cast_like, center_radius
 from verinet.layers.initializers import resolve_kernel_initializer
 
@@ -44,11 +44,8 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
         return paddings(hw, self.kernel_size, self.strides, self.padding)
 
     def _conv(self, x, kernel):
-        """The convolution without bias (explicit padding where asymmetric)."""
-        pads = self._pads(x.shape[1:3])
-        if all(before == after for before, after in pads):
-            return conv2d(x, kernel, self.strides, pads)
-        return conv2d(pad_hw(x, pads), kernel, self.strides)
+        """The convolution without bias."""
+        return conv2d(x, kernel, self.strides, self._pads(x.shape[1:3]))
 
     def _linear(self, x):
         return self._conv(x, cast_like(self.kernel, x))
