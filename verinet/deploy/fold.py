@@ -72,13 +72,18 @@ def fold_batch_norm(linear, bn) -> tuple[dict, list[np.ndarray]]:
     return config, weights
 
 
-class _Names:
-    """Unique layer names for the rebuilt model (nested models may repeat)."""
+class UniqueNames:
+    """Unique layer names for a rebuilt model (nested models may repeat)."""
 
     def __init__(self):
         self.taken = set()
 
+    def base(self, name: str) -> str:
+        """The name before any ``_2``, ``_3`` suffix is added."""
+        return name
+
     def __call__(self, name: str) -> str:
+        name = self.base(name)
         candidate, k = name, 1
         while candidate in self.taken:
             k += 1
@@ -161,7 +166,7 @@ def deploy(model: keras.Model) -> keras.Model:
     graph = bound_graph(model)
     alias, fold = _plan(graph)
     folded_bn = set(fold.values())
-    names = _Names()
+    names = UniqueNames()
     inputs = keras.Input(graph.input_shape, dtype=model.inputs[0].dtype)
     tensors = {0: inputs}
     for i, node in enumerate(graph.nodes[1:], start=1):

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from verinet.bounds.precision import ieee_float32
 from verinet.deploy.fold import bound_graph, deploy
 from verinet.deploy.onnx_metadata import build_metadata, weights_sha256, write_atomic
+from verinet.deploy.parity import TOLERANCE, output_gap, probe_inputs
 from verinet.errors import InvalidInputError, OnnxExportError
 from verinet.layers._spatial import paddings
 from verinet.layers.base import IdentityRule
@@ -33,7 +34,6 @@ from verinet.layers.smooth import GeLU, Sigmoid, Tanh
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
-TOLERANCE = 1e-4
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
@@ -329,10 +329,7 @@ def _sample_inputs(model, sample_inputs):
         from verinet._validation import check_x
 
         return check_x(model, sample_inputs, "sample_inputs").astype(np.float32)
-    rng = np.random.default_rng(0)
-    uniform = rng.uniform(0.0, 1.0, (4, *shape))
-    normal = rng.standard_normal((4, *shape))
-    return np.concatenate([uniform, normal]).astype(np.float32)
+    return probe_inputs(shape, 4)
 
 
 def check_onnx_matches(model_bytes: bytes, model, x: np.ndarray, tol=TOLERANCE):
@@ -362,12 +359,11 @@ def check_onnx_matches(model_bytes: bytes, model, x: np.ndarray, tol=TOLERANCE):
         raise OnnxExportError(
             f"The exported graph returns shape {got.shape}, Keras {expected.shape}."
         )
-    diff = float(np.max(np.abs(got - expected)))
-    scale = max(1.0, float(np.max(np.abs(expected))))
-    if not diff <= tol * scale:
+    diff, allowed = output_gap(got, expected, tol)
+    if not diff <= allowed:
         raise OnnxExportError(
             f"onnxruntime's outputs differ from Keras's by {diff:.3g} "
-            f"(allowed {tol * scale:.3g}); the file was not written."
+            f"(allowed {allowed:.3g}); the file was not written."
         )
     return diff
 

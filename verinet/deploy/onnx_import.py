@@ -20,13 +20,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from verinet.bounds.precision import ieee_float32
+from verinet.deploy.fold import UniqueNames
 from verinet.deploy.gelu_pattern import fuse_gelu
 from verinet.deploy.onnx_ops import HANDLERS, LAZY, SUPPORTED_OPS
 from verinet.deploy.onnx_values import Sym, identity
+from verinet.deploy.parity import TOLERANCE, output_gap, probe_inputs
 from verinet.errors import OnnxImportError
 from verinet.layers import Conv2D, Dense, ElementwiseAffine, Permute
-
-CHECK_TOLERANCE = 1e-4
 
 
 def load_onnx(path) -> onnx.ModelProto:
@@ -64,18 +64,11 @@ def load_onnx(path) -> onnx.ModelProto:
     return proto
 
 
-class _Names:
-    def __init__(self):
-        self.taken = set()
+class _Names(UniqueNames):
+    """Unique Keras layer names from ONNX node names (any characters)."""
 
-    def __call__(self, name: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("_.") or "node"
-        candidate, k = base, 1
-        while candidate in self.taken:
-            k += 1
-            candidate = f"{base}_{k}"
-        self.taken.add(candidate)
-        return candidate
+    def base(self, name: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("_.") or "node"
 
 
 def _attrs(node) -> dict:
@@ -333,7 +326,7 @@ def _input_shape(info):
     return tuple(shape), batch
 
 
-def check_against_onnxruntime(proto, model, tol=CHECK_TOLERANCE, seed=0) -> float:
+def check_against_onnxruntime(proto, model, tol=TOLERANCE, seed=0) -> float:
     """Compare ``model`` with onnxruntime on random inputs; raise on mismatch.
 
     Returns:
@@ -356,10 +349,7 @@ def check_against_onnxruntime(proto, model, tol=CHECK_TOLERANCE, seed=0) -> floa
         ) from None
     shape = tuple(model.inputs[0].shape[1:])
     batch = _input_shape(session_input_info(proto))[1] or 4
-    rng = np.random.default_rng(seed)
-    x = np.concatenate(
-        [rng.uniform(0.0, 1.0, (batch, *shape)), rng.standard_normal((batch, *shape))]
-    ).astype(np.float32)
+    x = probe_inputs(shape, batch, seed)
     name = session.get_inputs()[0].name
     worst = 0.0
     for start in range(0, len(x), batch):
@@ -373,9 +363,8 @@ def check_against_onnxruntime(proto, model, tol=CHECK_TOLERANCE, seed=0) -> floa
                 f"The imported model returns shape {got.shape} where onnxruntime "
                 f"returns {expected.shape}; please report this as a verinet bug."
             )
-        diff = float(np.max(np.abs(got - expected)))
-        scale = max(1.0, float(np.max(np.abs(expected))))
-        if not diff <= tol * scale:
+        diff, allowed = output_gap(got, expected, tol)
+        if not diff <= allowed:
             raise OnnxImportError(
                 f"The imported model differs from onnxruntime by {diff:.3g} on "
                 "random inputs; please report this as a verinet bug."
