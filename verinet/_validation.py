@@ -130,3 +130,178 @@ def check_input_range(input_range, x: np.ndarray | None = None):
             f"({low}, {high}); scale the data or widen the range."
         )
     return low, high
+
+
+def check_number(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """Return ``value`` as a finite float inside the given bounds.
+
+    Bools and strings are refused (``True`` is not a radius); so are NaN and
+    infinities.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check.
+        low: the smallest allowed value (``None``: no bound).
+        high: the largest allowed value (``None``: no bound).
+        low_open: ``low`` itself is not allowed.
+        high_open: ``high`` itself is not allowed.
+        allow_none: ``None`` passes through (e.g. "use the default").
+
+    Returns:
+        The float (or ``None`` when allowed and given).
+
+    Example:
+        >>> check_number("step_size", 0.01, low=0, low_open=True)
+        0.01
+    """
+    if value is None and allow_none:
+        return None
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+    want = " and ".join(p for p in (lo, hi) if p)
+    wanted = f"a finite number{' ' + want if want else ''}" + (
+        " (or None)" if allow_none else ""
+    )
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise InvalidInputError(f"{name} must be {wanted}, got {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be {wanted}, got {value!r}.") from exc
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if not math.isfinite(number) or too_low or too_high:
+        raise InvalidInputError(f"{name} must be {wanted}, got {value!r}.")
+    return number
+
+
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int ``>= minimum``; bools and floats are refused.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check.
+        minimum: the smallest allowed value.
+
+    Returns:
+        The int.
+
+    Example:
+        >>> check_int("steps", 10)
+        10
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidInputError(
+            f"{name} must be an int >= {minimum}, got {value!r}"
+            f" ({type(value).__name__})."
+        )
+    if value < minimum:
+        raise InvalidInputError(f"{name} must be an int >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_training_data(
+    model,
+    x,
+    y,
+    *,
+    input_range=None,
+    classes: int | None = None,
+    labels: bool = True,
+    where: str = "",
+) -> None:
+    """Check one dataset given to ``fit``/``evaluate`` as ``certify`` would.
+
+    ``x`` must match the model's input shape, hold finite numbers and lie in
+    ``input_range``; with ``labels``, ``y`` must hold integer class labels in
+    ``[0, classes)`` (shape ``(batch,)`` or ``(batch, 1)``), and one-hot rows
+    are named as such. Nothing is returned; a problem raises.
+
+    Args:
+        model: the model the data is for (its input shape is checked).
+        x: one array (numpy or a torch tensor on any device).
+        y: the labels, or ``None``.
+        input_range: compile's ``(low, high)`` or ``None``.
+        classes: the number of model outputs (``None``: unknown).
+        labels: whether ``y`` must be class indices (sparse labels).
+        where: a prefix for the message, e.g. ``"validation_data"``.
+
+    Raises:
+        InvalidInputError: naming the dataset, the problem and the fix.
+
+    Example:
+        >>> check_training_data(model, x_train, y_train, input_range=(0, 1),
+        ...                     classes=10)
+    """
+    prefix = f"{where}: " if where else ""
+    values = as_numpy(x)
+    try:
+        array = check_x(model, values)
+    except InvalidInputError as exc:
+        hint = ""
+        if "NaN" in str(exc):
+            rows = np.flatnonzero(
+                ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            )
+            hint = (
+                f" They are in {len(rows)} of {len(values)} samples (first at "
+                f"index {rows[0]}). Training on them would turn every weight "
+                "into NaN; drop or repair those samples first."
+            )
+        raise InvalidInputError(f"{prefix}{exc}{hint}") from None
+    if input_range is not None:
+        low, high = input_range
+        x_low, x_high = array.min(), array.max()
+        if x_low < low or x_high > high:
+            raise InvalidInputError(
+                f"{prefix}x lies in [{x_low:.4g}, {x_high:.4g}], outside "
+                f"compile's input_range ({low:g}, {high:g}): bounds and attacks "
+                "clip to that box, so robust metrics would be meaningless. Scale "
+                "the data into the range (e.g. x / x.max()) or compile with an "
+                "input_range that holds it."
+            )
+    if not labels or y is None:
+        return
+    labels_array = as_numpy(y)
+    batch = array.shape[0]
+    if (
+        labels_array.ndim == 2
+        and labels_array.shape[0] == batch
+        and labels_array.shape[1] == 1
+        and classes != 1
+    ):
+        labels_array = labels_array[:, 0]
+    if classes is None:
+        # Unbuilt model, unknown output count: a 2-D y is taken as one-hot
+        # rows, a vector must still hold non-negative integers.
+        classes = _label_bound(labels_array)
+    try:
+        check_y(labels_array, batch, classes)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{prefix}{exc}") from None
+
+
+def _label_bound(labels: np.ndarray) -> int:
+    """The output count to check labels against when the model's is unknown."""
+    if labels.ndim == 2:
+        return labels.shape[1]
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.number):
+        return 1
+    top = np.max(labels)
+    return int(top) + 1 if np.isfinite(top) and top >= 0 else 1
+
+
+def as_numpy(value) -> np.ndarray:
+    """A numpy view of an array or a (possibly device) torch tensor."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)

@@ -11,22 +11,33 @@ OBJECTIVES = {
     "pgd": PGD,
     "trades": TRADES,
     "ibp": IBP,
-    "crown": CROWNIBP,
     "crown-ibp": CROWNIBP,
     "smoothing": GaussianNoise,
 }
+# Other spellings accepted by ``get``; ``"crown"`` in ``compile`` has always
+# meant CROWN-IBP training (``certify(method="crown")`` is full CROWN).
+ALIASES = {"crown": "crown-ibp"}
 
 
 def get(robust, **options) -> Objective:
     """Resolve ``compile``'s ``robust`` argument to an objective object.
 
     Args:
-        robust: a name from ``OBJECTIVES`` or an ``Objective``.
+        robust: a name from ``OBJECTIVES`` (or ``ALIASES``, e.g. ``"crown"``
+            for ``"crown-ibp"``) or an ``Objective``.
         **options: constructor arguments for a named objective
             (e.g. ``beta=6.0`` for ``"trades"``).
 
+    Returns:
+        The objective; its ``name`` is the canonical one (``"crown-ibp"``).
+
     Raises:
-        InvalidInputError: for an unknown name or options given with an object.
+        InvalidInputError: for an unknown name, unknown or invalid options, or
+            options given with an object.
+
+    Example:
+        >>> vn.objectives.get("crown").name
+        'crown-ibp'
     """
     if isinstance(robust, Objective):
         if options:
@@ -36,10 +47,12 @@ def get(robust, **options) -> Objective:
             )
         return robust
     key = robust.lower() if isinstance(robust, str) else robust
+    key = ALIASES.get(key, key) if isinstance(key, str) else None
     if key not in OBJECTIVES:
         raise InvalidInputError(
             f"Unknown robust objective {robust!r}; choose one of "
-            f"{', '.join(repr(k) for k in OBJECTIVES)} or pass a vn.objectives object."
+            f'{", ".join(repr(k) for k in OBJECTIVES)} ("crown" is accepted '
+            'for "crown-ibp") or pass a vn.objectives object.'
         )
     try:
         return OBJECTIVES[key](**options)
@@ -48,6 +61,7 @@ def get(robust, **options) -> Objective:
 
 
 __all__ = [
+    "ALIASES",
     "CROWNIBP",
     "IBP",
     "OBJECTIVES",

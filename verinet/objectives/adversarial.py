@@ -6,6 +6,7 @@ import keras
 import torch
 from keras import ops
 
+from verinet._validation import check_int, check_number
 from verinet.attacks import PGD as PGDAttack
 from verinet.objectives._frozen import frozen_moving_statistics
 from verinet.objectives.base import Objective, accuracy
@@ -25,28 +26,40 @@ def _attack(context, steps, step_size, restarts, loss):
     )
 
 
+def _step_size(owner, step_size):
+    """``None`` (the default) or a finite step length > 0."""
+    return check_number(
+        f"{owner} step_size", step_size, low=0, low_open=True, allow_none=True
+    )
+
+
 @keras.saving.register_keras_serializable(package="verinet")
 class PGD(Objective):
     """Train on PGD adversarial examples (cross-entropy attack).
 
     Args:
-        steps: attack steps per training step.
-        step_size: attack step (default ``2.5 * epsilon / steps``).
-        restarts: attack restarts.
+        steps: attack steps per training step, an int >= 1.
+        step_size: attack step, a number > 0 (default ``2.5 * epsilon / steps``).
+        restarts: attack restarts, an int >= 1.
+
+    Raises:
+        InvalidInputError: for a bool, float or value below 1 as ``steps`` or
+            ``restarts``, or a ``step_size`` that is not a finite number > 0.
 
     Example:
         >>> model.compile("adam", robust="pgd", epsilon=0.1, input_range=(0, 1))
     """
 
     name = "pgd"
+    integer_labels = True
     metric_names = ("adversarial_accuracy",)
 
     def __init__(
         self, steps: int = 10, step_size: float | None = None, restarts: int = 1
     ):
-        self.steps = int(steps)
-        self.step_size = step_size
-        self.restarts = int(restarts)
+        self.steps = check_int("PGD steps", steps)
+        self.step_size = _step_size("PGD", step_size)
+        self.restarts = check_int("PGD restarts", restarts)
 
     def compute(self, context, x, y, y_pred):
         attack = _attack(context, self.steps, self.step_size, self.restarts, "ce")
@@ -73,23 +86,28 @@ class TRADES(Objective):
     prediction inside the perturbation set.
 
     Args:
-        beta: weight of the robustness (KL) term.
-        steps: attack steps.
-        step_size: attack step (default ``2.5 * epsilon / steps``).
+        beta: weight of the robustness (KL) term, a finite number >= 0.
+        steps: attack steps, an int >= 1.
+        step_size: attack step, a number > 0 (default ``2.5 * epsilon / steps``).
+
+    Raises:
+        InvalidInputError: for a ``beta``, ``steps`` or ``step_size`` outside
+            those ranges (NaN, infinities and bools included).
 
     Example:
         >>> model.compile("adam", robust=vn.objectives.TRADES(beta=6.0), epsilon=0.1)
     """
 
     name = "trades"
+    integer_labels = True
     metric_names = ("adversarial_accuracy",)
 
     def __init__(
         self, beta: float = 6.0, steps: int = 10, step_size: float | None = None
     ):
-        self.beta = float(beta)
-        self.steps = int(steps)
-        self.step_size = step_size
+        self.beta = check_number("TRADES beta", beta, low=0)
+        self.steps = check_int("TRADES steps", steps)
+        self.step_size = _step_size("TRADES", step_size)
 
     def compute(self, context, x, y, y_pred):
         with torch.no_grad():

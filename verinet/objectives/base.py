@@ -51,11 +51,14 @@ class Objective:
     Subclasses implement ``compute(context, x, y, y_pred)`` returning
     ``(loss, metrics)`` where ``metrics`` maps History names
     (``"verified_accuracy"``, ``"adversarial_accuracy"``) to batch values.
-    ``needs_bounds`` marks objectives that need every layer's bound rule.
+    ``needs_bounds`` marks objectives that need every layer's bound rule;
+    ``integer_labels`` those that read ``y`` as class indices (``fit`` then
+    checks the labels whatever the loss).
     """
 
     name = "objective"
     needs_bounds = False
+    integer_labels = False
     metric_names: tuple[str, ...] = ()
 
     def compute(self, context: Context, x, y, y_pred):

@@ -11,11 +11,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from verinet._validation import check_number
 from verinet.bounds.batch_statistics import with_batch_statistics
 from verinet.bounds.methods import backward_pass, ibp_spec_bounds, interval_pass
 from verinet.bounds.perturbation import NORMS
+from verinet.errors import InvalidInputError
 from verinet.objectives.base import Objective, serialize_value
-from verinet.schedules.schedules import Schedule, resolve_schedule
+from verinet.schedules.schedules import Schedule, check_schedule
 
 
 def margin_spec_tensor(y, classes, dtype):
@@ -35,16 +37,51 @@ def _verified(lower, y, classes):
     return ops.mean(ops.cast(_verified_rows(lower, y), "float32"))
 
 
-def _schedule_value(schedule: Schedule, context) -> float:
-    return float(schedule(context.epoch))
+def _schedule_value(value, context) -> float:
+    if isinstance(value, Schedule):
+        return float(value(context.epoch))
+    return value
+
+
+def _check_mix(owner: str, name: str, value):
+    """A mixing weight: ``None`` (the default), a number or a schedule in [0, 1].
+
+    Args:
+        owner: the objective's class name, for the message.
+        name: ``"kappa"`` or ``"beta"``.
+        value: the argument.
+
+    Returns:
+        ``None``, a float or the schedule.
+
+    Raises:
+        InvalidInputError: for a bool, NaN, a value outside [0, 1], or a
+            schedule that can leave [0, 1] or lacks its ``end``/``ramp_epochs``.
+
+    Example:
+        >>> _check_mix("IBP", "kappa", 0.5)
+        0.5
+    """
+    if value is None:
+        return None
+    if isinstance(value, Schedule):
+        return check_schedule(value, f"{owner} {name}", low=0, high=1, complete=True)
+    try:
+        return check_number(f"{owner} {name}", value, low=0, high=1)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"{exc} Pass a number in [0, 1], a vn.schedules schedule, or None "
+            "for the default."
+        ) from None
 
 
 class _Certified(Objective):
     needs_bounds = True
+    integer_labels = True
     metric_names = ("verified_accuracy",)
 
     def __init__(self, kappa=None):
-        self.kappa = kappa
+        self.kappa = _check_mix(type(self).__name__, "kappa", kappa)
 
     def _kappa(self, context):
         if self.kappa is None:
@@ -52,7 +89,7 @@ class _Certified(Objective):
             target = context.model._robust.epsilon_target
             progress = context.epsilon / target if target > 0 else 1.0
             return 1.0 - 0.5 * min(progress, 1.0)
-        return _schedule_value(resolve_schedule(self.kappa, "kappa"), context)
+        return _schedule_value(self.kappa, context)
 
     def margin_lower(self, context, graph, x, perturbation, C):
         raise NotImplementedError
@@ -85,8 +122,12 @@ class IBP(_Certified):
     """Interval bound propagation training.
 
     Args:
-        kappa: weight of the clean loss, a number or a schedule; by default
-            it follows the epsilon ramp from 1 down to 0.5.
+        kappa: weight of the clean loss, a number or a schedule (with its
+            ``end`` and ``ramp_epochs`` set) in [0, 1]; by default it follows
+            the epsilon ramp from 1 down to 0.5.
+
+    Raises:
+        InvalidInputError: for a ``kappa`` that can leave [0, 1].
 
     Example:
         >>> model.compile("adam", robust="ibp", epsilon=0.1, input_range=(0, 1))
@@ -103,28 +144,36 @@ class IBP(_Certified):
 class CROWNIBP(_Certified):
     """CROWN-IBP training: ``beta`` · CROWN-IBP + (1 - ``beta``) · IBP margins.
 
+    Its name is ``"crown-ibp"`` (``compile(robust="crown-ibp")``; ``"crown"``
+    is accepted as an alias). It trains with CROWN-IBP bounds; certify such a
+    model with any method, e.g. ``certify(method="crown")`` (full CROWN).
+
     Args:
-        beta: mix of the CROWN-IBP bound, a number or a schedule; by default
-            1 at the start of the epsilon ramp, falling linearly to 0 at its
-            end (Zhang et al. 2020).
+        beta: mix of the CROWN-IBP bound, a number or a schedule (with its
+            ``end`` and ``ramp_epochs`` set) in [0, 1]; by default 1 at the
+            start of the epsilon ramp, falling linearly to 0 at its end
+            (Zhang et al. 2020).
         kappa: weight of the clean loss, as for ``IBP``.
 
+    Raises:
+        InvalidInputError: for a ``beta`` or ``kappa`` that can leave [0, 1].
+
     Example:
-        >>> model.compile("adam", robust="crown", epsilon=0.1, input_range=(0, 1))
+        >>> model.compile("adam", robust="crown-ibp", epsilon=0.1, input_range=(0, 1))
     """
 
-    name = "crown"
+    name = "crown-ibp"
 
     def __init__(self, beta=None, kappa=None):
         super().__init__(kappa)
-        self.beta = beta
+        self.beta = _check_mix("CROWNIBP", "beta", beta)
 
     def _beta(self, context):
         if self.beta is None:
             target = context.model._robust.epsilon_target
             progress = context.epsilon / target if target > 0 else 1.0
             return 1.0 - min(progress, 1.0)
-        return _schedule_value(resolve_schedule(self.beta, "beta"), context)
+        return _schedule_value(self.beta, context)
 
     def margin_lower(self, context, graph, x, perturbation, C):
         bounds = interval_pass(graph, x, perturbation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from verinet._validation import check_number
 from verinet.objectives.base import Objective
 
 
@@ -30,7 +31,11 @@ class GaussianNoise(Objective):
     ``x + sigma * N(0, I)``.
 
     Args:
-        sigma: standard deviation of the noise, in input units.
+        sigma: standard deviation of the noise, in input units: a finite
+            number > 0 (0 would be standard training).
+
+    Raises:
+        InvalidInputError: for a ``sigma`` that is not a finite number > 0.
 
     Example:
         >>> model.compile("adam", robust=vn.objectives.GaussianNoise(sigma=0.25))
@@ -39,11 +44,7 @@ class GaussianNoise(Objective):
     name = "smoothing"
 
     def __init__(self, sigma: float = 0.25):
-        if not sigma >= 0:
-            from verinet.errors import InvalidInputError
-
-            raise InvalidInputError(f"sigma must be >= 0, got {sigma}.")
-        self.sigma = float(sigma)
+        self.sigma = check_number("GaussianNoise sigma", sigma, low=0, low_open=True)
 
     def compute(self, context, x, y, y_pred):
         if not context.training:

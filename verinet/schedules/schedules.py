@@ -1,10 +1,18 @@
 """Schedules for epsilon, kappa and beta: values as a function of training time.
 
-A schedule maps the (fractional) epoch ``t`` — ``epoch + batch / steps`` —
-to a value, so it advances every step and is written in epochs. ``end=None``
-means "the target given to ``compile``" (e.g. the epsilon), filled in by
-``with_end``. ``ramp_epochs=None`` means "half of ``fit``'s epochs", filled in
-by ``with_epochs`` when ``fit`` starts.
+A schedule maps the model's schedule *position* ``t`` to a value. The
+position is a fractional-epoch counter that the compiled model keeps: it
+advances by ``1 / steps`` after every training batch, continues from one
+``fit`` to the next (``fit(initial_epoch=k)`` with ``k > 0`` sets it to ``k``),
+is saved in ``.keras`` files and restarts at 0 on ``compile``. So a schedule
+advances every step and is written in epochs. ``end=None`` means "the target
+given to ``compile``" (e.g. the epsilon), filled in by ``with_end``.
+``ramp_epochs=None`` means "half of the first ``fit``'s epochs", filled in by
+``with_epochs`` when that ``fit`` starts and kept from then on.
+
+Every value a schedule is built from must be a finite number; ``compile``
+additionally refuses an epsilon schedule that could go below 0, and kappa and
+beta schedules must stay in [0, 1].
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import math
 
 import keras
 
+from verinet._validation import check_number
 from verinet.errors import InvalidInputError
 
 
@@ -27,8 +36,21 @@ class Schedule:
         return self
 
     def with_epochs(self, epochs: int) -> Schedule:
-        """A copy whose unset ramp length is derived from ``fit``'s epochs."""
+        """A copy whose unset ramp length is derived from ``fit``'s epochs.
+
+        A schedule whose ramp length is set (by the caller, or by an earlier
+        ``fit``) returns itself unchanged.
+        """
         return self
+
+    def value_range(self) -> tuple[float, float] | None:
+        """``(smallest, largest)`` value the schedule can take.
+
+        Returns:
+            The pair, or ``None`` while a value it depends on (``end``) is
+            unset, or for a custom schedule that does not say.
+        """
+        return None
 
     def get_config(self) -> dict:
         raise NotImplementedError
@@ -55,7 +77,7 @@ class Constant(Schedule):
     """
 
     def __init__(self, value: float | None = None):
-        self.value = None if value is None else float(value)
+        self.value = check_number("Constant value", value, allow_none=True)
 
     def __call__(self, epoch):
         if self.value is None:
@@ -64,6 +86,9 @@ class Constant(Schedule):
 
     def with_end(self, end):
         return self if self.value is not None else Constant(end)
+
+    def value_range(self):
+        return None if self.value is None else (self.value, self.value)
 
     def get_config(self):
         return {"value": self.value}
@@ -79,17 +104,23 @@ class _Ramp(Schedule):
         start: float = 0.0,
         end: float | None = None,
     ):
-        if warmup_epochs < 0:
-            raise InvalidInputError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
-        if ramp_epochs is not None and ramp_epochs <= 0:
-            raise InvalidInputError(
-                f"ramp_epochs must be > 0 (the schedule must end after it starts), "
-                f"got {ramp_epochs}."
+        kind = type(self).__name__
+        self.warmup_epochs = check_number(f"{kind} warmup_epochs", warmup_epochs, low=0)
+        try:
+            self.ramp_epochs = check_number(
+                f"{kind} ramp_epochs",
+                ramp_epochs,
+                low=0,
+                low_open=True,
+                allow_none=True,
             )
-        self.warmup_epochs = float(warmup_epochs)
-        self.ramp_epochs = None if ramp_epochs is None else float(ramp_epochs)
-        self.start = float(start)
-        self.end = None if end is None else float(end)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"{exc} The schedule must end after it starts; None lets the "
+                "first fit() set it to half of its epochs."
+            ) from None
+        self.start = check_number(f"{kind} start", start)
+        self.end = check_number(f"{kind} end", end, allow_none=True)
 
     def _fraction(self, epoch: float) -> float:
         if self.ramp_epochs is None:
@@ -111,6 +142,11 @@ class _Ramp(Schedule):
             return self
         ramp = max((epochs - self.warmup_epochs) / 2.0, 1.0)
         return type(self)(**{**self.get_config(), "ramp_epochs": ramp})
+
+    def value_range(self):
+        if self.end is None:
+            return None
+        return (min(self.start, self.end), max(self.start, self.end))
 
     def get_config(self):
         return {
@@ -164,9 +200,9 @@ class SmoothRamp(_Ramp):
         mid: float = 0.25,
     ):
         super().__init__(warmup_epochs, ramp_epochs, start, end)
-        if not 0.0 < mid < 1.0:
-            raise InvalidInputError(f"mid must be in (0, 1), got {mid}.")
-        self.mid = float(mid)
+        self.mid = check_number(
+            "SmoothRamp mid", mid, low=0, high=1, low_open=True, high_open=True
+        )
 
     def __call__(self, epoch):
         f = self._fraction(epoch)
@@ -186,9 +222,28 @@ class SmoothRamp(_Ramp):
 
 
 def resolve_schedule(value, name: str) -> Schedule:
-    """A float becomes ``Constant``; a schedule passes through."""
+    """A number becomes ``Constant``; a schedule passes through.
+
+    Args:
+        value: a finite number ``>= 0`` or a ``Schedule``.
+        name: the argument's name, for the message.
+
+    Returns:
+        A ``Schedule``.
+
+    Raises:
+        InvalidInputError: for a bool, string, NaN, infinity or negative number.
+
+    Example:
+        >>> resolve_schedule(0.1, "epsilon")
+        Constant(value=0.1)
+    """
     if isinstance(value, Schedule):
         return value
+    if isinstance(value, (bool, str, bytes)):
+        raise InvalidInputError(
+            f"{name} must be a number or a vn.schedules schedule, got {value!r}."
+        )
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
@@ -198,3 +253,71 @@ def resolve_schedule(value, name: str) -> Schedule:
     if not math.isfinite(number) or number < 0:
         raise InvalidInputError(f"{name} must be finite and >= 0, got {value!r}.")
     return Constant(number)
+
+
+def check_schedule(
+    schedule: Schedule,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    complete: bool = False,
+) -> Schedule:
+    """Check that every value ``schedule`` can take lies in ``[low, high]``.
+
+    Args:
+        schedule: the schedule to check.
+        name: the argument's name, for the message (``"epsilon"``).
+        low: the smallest allowed value (``None``: no bound).
+        high: the largest allowed value (``None``: no bound).
+        complete: the schedule must be usable as is: its ``end`` (or value)
+            and ``ramp_epochs`` set, since nothing fills them in later.
+
+    Returns:
+        ``schedule``.
+
+    Raises:
+        InvalidInputError: naming the schedule and the value out of bounds.
+
+    Example:
+        >>> check_schedule(Linear(ramp_epochs=5, end=0.1), "epsilon", low=0)
+        Linear(warmup_epochs=0.0, ramp_epochs=5.0, start=0.0, end=0.1)
+    """
+    if not isinstance(schedule, Schedule):
+        raise InvalidInputError(
+            f"{name} must be a number or a vn.schedules schedule, got {schedule!r}."
+        )
+    if complete and getattr(schedule, "ramp_epochs", 1.0) is None:
+        raise InvalidInputError(
+            f"The {name} schedule {schedule!r} has no ramp_epochs; only the "
+            "epsilon schedule gets one from fit(). Give ramp_epochs=..."
+        )
+    span = schedule.value_range()
+    if span is None:
+        if complete or isinstance(schedule, (Constant, _Ramp)):
+            field = "value" if isinstance(schedule, Constant) else "end"
+            hint = (
+                " (or pass the number as epsilon= and the schedule as "
+                "epsilon_schedule=)"
+                if name == "epsilon"
+                else ""
+            )
+            raise InvalidInputError(
+                f"The {name} schedule {schedule!r} has no {field}; give "
+                f"{field}=...{hint}."
+            )
+        return schedule  # a custom schedule that does not state its range
+    smallest, largest = span
+    if (low is not None and smallest < low) or (high is not None and largest > high):
+        bounds = (
+            f">= {low:g}"
+            if high is None
+            else f"<= {high:g}"
+            if low is None
+            else f"in [{low:g}, {high:g}]"
+        )
+        raise InvalidInputError(
+            f"The {name} schedule {schedule!r} reaches values in "
+            f"[{smallest:g}, {largest:g}]; every {name} must be {bounds}."
+        )
+    return schedule
