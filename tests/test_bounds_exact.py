@@ -213,6 +213,216 @@ def test_single_dense_l2_bounds_are_the_true_range():
 
 
 # ---------------------------------------------------------------------------
+# L2 ball intersected with an input range
+# ---------------------------------------------------------------------------
+
+
+def l2_box_min(a, x, eps, low, high):
+    """Exact ``min a·z`` over ``{||z - x||_2 <= eps, low <= z <= high}``.
+
+    The problem is convex; for a multiplier ``1/t`` on the ball its
+    minimizer over the box is ``z(t) = clip(x - t a, low, high)``, whose
+    distance to ``x`` grows with ``t``. Either the box's own minimizer lies
+    in the ball, or the ball constraint is active: bisect ``t`` until
+    ``||z(t) - x|| = eps`` (KKT).
+    """
+    a, x = np.asarray(a, np.float64), np.asarray(x, np.float64)
+    vertex = np.where(a > 0, low, np.where(a < 0, high, x))
+    if np.linalg.norm(vertex - x) <= eps:
+        return float(a @ vertex)
+    lo, hi = 0.0, 1.0
+    while np.linalg.norm(np.clip(x - hi * a, low, high) - x) < eps:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if np.linalg.norm(np.clip(x - mid * a, low, high) - x) < eps:
+            lo = mid
+        else:
+            hi = mid
+    return float(a @ np.clip(x - hi * a, low, high))
+
+
+def clipped_box_min(a, x, eps, low, high):
+    """``min a·z`` over the box ``[max(x - eps, low), min(x + eps, high)]``."""
+    lower, upper = np.maximum(x - eps, low), np.minimum(x + eps, high)
+    return float(np.sum(np.where(a > 0, a * lower, a * upper)))
+
+
+def test_l2_box_min_agrees_with_scipy():
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        x = rng.uniform(0.0, 1.0, 5)
+        a = rng.standard_normal(5)
+        cons = [{"type": "ineq", "fun": lambda z, x=x: 1.0 - np.sum((z - x) ** 2)}]
+        result = minimize(
+            lambda z, a=a: a @ z,
+            x,
+            jac=lambda z, a=a: a,
+            bounds=[(0.0, 1.0)] * 5,
+            constraints=cons,
+            method="SLSQP",
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
+        assert result.success
+        assert l2_box_min(a, x, 1.0, 0.0, 1.0) == pytest.approx(result.fun, abs=1e-6)
+
+
+L2_RANGE_CASES = [
+    # (dims, eps)
+    (6, 0.5),
+    (6, 1.5),
+    (12, 1.0),
+]
+
+
+def toward_faces(a, rng, low=0.0, high=1.0, reach=0.2):
+    """A centre in the range close to the faces that minimize ``a·z``: a
+    short way along ``-a`` the range stops the ball."""
+    gap = rng.uniform(0.0, reach, a.shape)
+    return np.where(a > 0, low + gap, high - gap)
+
+
+@pytest.mark.parametrize("dims, eps", L2_RANGE_CASES)
+def test_l2_ball_with_input_range_concretizes_between_box_and_exact(dims, eps):
+    """``L2Ball.concretize`` with a range lies between the clipped box's bound
+    and the exact optimum over ball ∩ box.
+
+    Each centre sits near the faces of the range that the minimization
+    heads for, so the clipped box is much tighter than the ball alone: a
+    bound that ignored the range (the ball's ``a·x - eps ||a||``) falls
+    below the box's. Rows share the first row's sign pattern; maxima are
+    checked as the minima of ``-a``.
+    """
+    from verinet.bounds.perturbation import L2Ball
+
+    rng = np.random.default_rng(dims)
+    low, high = 0.0, 1.0
+    batch, specs = 3, 3
+    A = np.empty((batch, specs, dims))
+    x = np.empty((batch, dims))
+    for b in range(batch):
+        a0 = rng.standard_normal(dims)
+        A[b] = a0 * rng.uniform(0.5, 1.5, (specs, dims))
+        x[b] = toward_faces(a0, rng, low, high)
+    ball = L2Ball(eps, (low, high))
+    xt = keras.ops.convert_to_tensor(x)
+    got_low = keras.ops.convert_to_numpy(
+        ball.concretize(xt, keras.ops.convert_to_tensor(A), -1)
+    )
+    got_up = keras.ops.convert_to_numpy(
+        ball.concretize(xt, keras.ops.convert_to_tensor(-A), +1)
+    )
+    for b in range(batch):
+        for s in range(specs):
+            a = A[b, s]
+            exact = l2_box_min(a, x[b], eps, low, high)
+            box = clipped_box_min(a, x[b], eps, low, high)
+            ball_only = a @ x[b] - eps * np.linalg.norm(a)
+            # The range binds: the box alone is clearly tighter than the ball.
+            assert box > ball_only + 0.1, (box, ball_only)
+            assert box - 1e-9 <= got_low[b, s] <= exact + 1e-9, (b, s)
+            # max (-a)·z = -min a·z.
+            assert box - 1e-9 <= -got_up[b, s] <= exact + 1e-9, (b, s)
+
+
+def _stable_relu_mlp(rng, dims, hidden=8, outputs=3):
+    """Dense -> ReLU -> Dense with every ReLU active on [0, 1]^dims
+    (non-negative first-layer weights, positive biases): on the range the
+    network is the affine map ``x @ M + c``."""
+    model = keras.Sequential(
+        [
+            layers.Input((dims,)),
+            layers.Dense(hidden),
+            layers.ReLU(),
+            layers.Dense(outputs),
+        ]
+    )
+    W1 = rng.uniform(0.0, 1.0, (dims, hidden)).astype(np.float32)
+    B1 = rng.uniform(0.1, 0.5, hidden).astype(np.float32)
+    W2 = rng.standard_normal((hidden, outputs)).astype(np.float32)
+    B2 = rng.standard_normal(outputs).astype(np.float32)
+    model.layers[0].set_weights([W1, B1])
+    model.layers[2].set_weights([W2, B2])
+    W1, B1, W2, B2 = (w.astype(np.float64) for w in (W1, B1, W2, B2))
+    return model, W1 @ W2, B1 @ W2 + B2
+
+
+def test_l2_bounds_with_input_range_hand_network():
+    """h = (x1 + x2 + 1, x1 + 1) (active on [0, 1]^2), y = h1 - h2 = x2.
+
+    Around (0.5, 0.5) with eps = 1 the ball holds the whole unit square, so
+    y ranges over exactly [0, 1]. IBP sees h1 in [1, 3], h2 in [1, 2]:
+    y in [-1, 2]. The ball alone gives 0.5 ± 1. CROWN's linear bound is x2
+    itself, which the clipped box concretizes to exactly [0, 1].
+    """
+    model = keras.Sequential(
+        [layers.Input((2,)), layers.Dense(2), layers.ReLU(), layers.Dense(1)]
+    )
+    model.layers[0].set_weights(
+        [np.array([[1.0, 1.0], [1.0, 0.0]], np.float32), np.ones(2, np.float32)]
+    )
+    model.layers[2].set_weights(
+        [np.array([[1.0], [-1.0]], np.float32), np.zeros(1, np.float32)]
+    )
+    x = np.full((1, 2), 0.5, np.float32)
+    assert_bounds(
+        model,
+        x,
+        1.0,
+        {"ibp": (-1.0, 2.0), "crown": (0.0, 1.0), "crown-ibp": (0.0, 1.0)},
+        norm="l2",
+        input_range=(0.0, 1.0),
+    )
+
+
+@pytest.mark.parametrize("dims, eps", L2_RANGE_CASES)
+def test_l2_bounds_with_input_range_are_sound_and_use_the_box(dims, eps):
+    """On a network affine over the range (one output ``x @ m + c``), the L2
+    bounds with a range are sound against the exact optimum over ball ∩ box
+    and at least as tight as the clipped box's bound of the affine map
+    (numpy). Sample 0 sits near the faces that minimize the output, sample 1
+    near those that maximize it, so the range binds on that side; the ball
+    alone, and IBP's layer-by-layer interval, are both looser there.
+    """
+    rng = np.random.default_rng(100 + dims)
+    model, M, c = _stable_relu_mlp(rng, dims, outputs=1)
+    m, c = M[:, 0], float(c[0])
+    x = np.stack([toward_faces(m, rng), toward_faces(-m, rng)])
+    x = x.astype(np.float32)
+    ibp_low, ibp_up = vn.compute_bounds(
+        model, x, eps, method="ibp", norm="l2", input_range=(0.0, 1.0)
+    )
+    for method in ("crown", "crown-ibp"):
+        low, up = vn.compute_bounds(
+            model,
+            x,
+            eps,
+            method=method,
+            norm="l2",
+            input_range=(0.0, 1.0),
+            dtype="float64",
+        )
+        for b in range(2):
+            xb = x[b].astype(np.float64)
+            exact_low = l2_box_min(m, xb, eps, 0.0, 1.0) + c
+            exact_up = -l2_box_min(-m, xb, eps, 0.0, 1.0) + c
+            box_low = clipped_box_min(m, xb, eps, 0.0, 1.0) + c
+            box_up = -clipped_box_min(-m, xb, eps, 0.0, 1.0) + c
+            assert low[b, 0] <= exact_low + 1e-6, (method, b)
+            assert up[b, 0] >= exact_up - 1e-6, (method, b)
+            if b == 0:
+                assert box_low > xb @ m + c - eps * np.linalg.norm(m) + 0.1
+                assert box_low > ibp_low[b, 0] + 0.1
+                assert low[b, 0] >= box_low - 1e-6, (method, low[b, 0], box_low)
+            else:
+                assert box_up < xb @ m + c + eps * np.linalg.norm(m) - 0.1
+                assert box_up < ibp_up[b, 0] - 0.1
+                assert up[b, 0] <= box_up + 1e-6, (method, up[b, 0], box_up)
+
+
+# ---------------------------------------------------------------------------
 # Random ReLU MLPs
 # ---------------------------------------------------------------------------
 

@@ -219,6 +219,9 @@ for _k in (1, 2, 3, 4):
         for _p in ("valid", "same"):
             CASES[f"conv_k{_k}_s{_s}_{_p}"] = conv_case(_k, _s, _p)
 CASES["conv_rect_kernel"] = conv_case((3, 2), (2, 1), "same")
+# Symmetric 'same' pads that differ between H and W: (1, 1) and (2, 2) on the
+# (9, 8) input, the torch fast path's padding argument.
+CASES["conv_rect_3x5_s21_same"] = conv_case((3, 5), (2, 1), "same")
 
 # --- Pooling: strides != pool size, 'same' padding ---------------------------
 POOLS = [
