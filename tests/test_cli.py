@@ -2,8 +2,10 @@
 
 import verinet as vn  # noqa: I001 - verinet before keras
 
-import json
+import argparse
 import os
+import re
+import tempfile
 import warnings
 
 import keras
@@ -11,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+import verinet.cli as cli
 from verinet import layers as L
-from verinet.cli import main
+from verinet.cli import build_parser, main
 from verinet.deploy import export_onnx, read_metadata
 
 EPSILON = 0.02
@@ -105,35 +108,67 @@ def test_certify_a_keras_file(trained, capsys):
     args = ["certify", str(folder / "model.keras"), "--epsilon", str(EPSILON)]
     args += ["--limit", str(SAMPLES), "--attack", "none", "-o", str(out_report)]
     assert main(args) == 0
-    data = json.loads(out_report.read_text())
-    assert data["attack"] is None
-    assert data["verified"] == report.verified.tolist()
+    saved = vn.CertificationReport.load(out_report)
+    assert saved.attack is None
+    np.testing.assert_array_equal(saved.verified, report.verified)
 
 
-def test_certify_nchw_onnx_with_channels_last_data(tmp_path, capsys):
+def _channels_first_onnx(path, channels, height, width, classes=5):
+    """A PyTorch CNN taking NCHW images, exported to ONNX; neither its
+    kernel nor its dense layer is symmetric in H and W."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 2, 3, stride=2, padding=1),
+        torch.nn.Conv2d(channels, 3, (3, 2), padding=1),
         torch.nn.ReLU(),
         torch.nn.Flatten(),
-        torch.nn.Linear(2 * 4 * 4, 10),
+        torch.nn.LazyLinear(classes),
     ).eval()
-    path = tmp_path / "cnn.onnx"
+    sample = torch.zeros(1, channels, height, width)
+    net(sample)  # materializes the lazy layer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net,
-            torch.zeros(1, 1, 8, 8),
+            sample,
             os.fspath(path),
             dynamo=False,
             input_names=["x"],
             dynamic_axes={"x": {0: "batch"}},
         )
-    args = ["certify", str(path), "--epsilon", "0.01", "--limit", "8"]
-    args += ["-o", str(tmp_path / "r.json")]
+    return net
+
+
+@pytest.mark.parametrize("height, width", [(6, 4), (5, 5)], ids=["6x4", "5x5"])
+def test_certify_nchw_onnx_transposes_channels_last_data_correctly(
+    tmp_path, capsys, height, width
+):
+    channels = 2
+    path = tmp_path / "cnn.onnx"
+    net = _channels_first_onnx(path, channels, height, width)
+    rng = np.random.default_rng(0)
+    x_nhwc = rng.uniform(0, 1, size=(12, height, width, channels)).astype("f4")
+    x_nchw = np.ascontiguousarray(np.transpose(x_nhwc, (0, 3, 1, 2)))
+    with torch.no_grad():
+        torch_predictions = net(torch.from_numpy(x_nchw)).numpy().argmax(axis=1)
+    y = torch_predictions.copy()
+    y[:2] = (y[:2] + 1) % 5  # two misclassified samples
+    np.savez(tmp_path / "data.npz", x=x_nhwc, y=y)
+
+    out = tmp_path / "r.json"
+    args = ["certify", str(path), "--data", str(tmp_path / "data.npz")]
+    args += ["--epsilon", "0.01", "--attack", "none", "--quiet", "-o", str(out)]
     assert main(args) == 0
-    assert "transposing" in capsys.readouterr().out
-    assert vn.CertificationReport.load(tmp_path / "r.json").num_samples == 8
+    got = vn.CertificationReport.load(out)
+    expected = vn.certify(vn.from_onnx(path), x_nchw, y, 0.01, attack=None, verbose=0)
+    # The CLI's predictions are PyTorch's own on the NCHW images ...
+    np.testing.assert_array_equal(got.predictions, torch_predictions)
+    # ... and its verdicts and margins those of certifying them directly.
+    np.testing.assert_array_equal(got.verified, expected.verified)
+    np.testing.assert_array_equal(got.falsified, expected.falsified)
+    np.testing.assert_allclose(
+        got.margin_lower, expected.margin_lower, rtol=1e-5, atol=1e-6
+    )
+    assert 0 < got.verified.sum() < 12  # a meaningful comparison
 
 
 def test_verify_prints_the_answer_and_writes_results(tmp_path, capsys):
@@ -176,3 +211,222 @@ def test_errors_are_reported_without_traceback(trained, tmp_path, capsys):
     model = str(trained[0] / "model.keras")
     assert main(["certify", model, "--epsilon", "0.1", "--data", "mnist"]) == 2
     assert "Unknown data 'mnist'" in capsys.readouterr().err
+
+
+# --- output paths are checked before any work -----------------------------------
+
+
+def _unwritable_folder(tmp_path):
+    """A folder in which no file can be created, even by root."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (str(folder), "/sys"):
+        try:
+            fd, probe = tempfile.mkstemp(dir=candidate)
+        except OSError:
+            return candidate
+        os.close(fd)
+        os.unlink(probe)
+    pytest.skip("no unwritable folder on this machine")
+
+
+def _bad_output(kind, tmp_path):
+    """``(path, words the error must contain)`` for an unusable output path."""
+    if kind == "missing-folder":
+        return str(tmp_path / "no" / "such" / "out.json"), "does not exist"
+    if kind == "a-folder":
+        return str(tmp_path), "is a directory"
+    return os.path.join(_unwritable_folder(tmp_path), "out.json"), "not writable"
+
+
+@pytest.mark.parametrize("kind", ["missing-folder", "a-folder", "read-only-folder"])
+@pytest.mark.parametrize("command", ["certify", "export", "verify"])
+def test_unusable_output_path_fails_before_any_work(
+    command, kind, tmp_path, monkeypatch, capsys
+):
+    path, words = _bad_output(kind, tmp_path)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started working before checking -o")
+
+    monkeypatch.setattr(cli, "_load_model", no_work)
+    monkeypatch.setattr(vn.vnnlib, "verify", no_work)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"unused: the check comes first")
+    argv = {
+        "certify": ["certify", str(model), "--epsilon", "0.1", "-o", path],
+        "export": ["export", str(tmp_path / "m.keras"), "-o", path],
+        "verify": ["verify", str(model), "p.vnnlib", "--results", path],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("verinet: error: ") and words in err
+    assert repr(path) in err
+    assert not os.path.exists(path) or os.path.isdir(path)
+
+
+# --- --limit ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["-350", "0"])
+@pytest.mark.parametrize("option", ["--limit", "--batch-size"])
+def test_sample_counts_must_be_positive_integers(option, value, trained, capsys):
+    model = str(trained[0] / "model.keras")
+    with pytest.raises(SystemExit) as info:
+        main(["certify", model, "--epsilon", "0.1", option, value])
+    assert info.value.code == 2  # argparse's usage error, before any work
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be a positive integer, got {value}" in err
+
+
+def test_limit_defaults_to_all_samples():
+    parser = build_parser()
+    base = ["certify", "m.onnx", "--epsilon", "0.1"]
+    assert parser.parse_args(base).limit is None
+    assert parser.parse_args([*base, "--limit", "all"]).limit is None
+    assert parser.parse_args([*base, "--limit", "7"]).limit == 7
+    assert parser.parse_args(base).batch_size == 256  # vn.certify's default
+    assert parser.parse_args([*base, "--batch-size", "16"]).batch_size == 16
+
+
+# --- --help shows every default -------------------------------------------------
+
+
+def _subparsers(parser):
+    (action,) = [
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    return action.choices
+
+
+@pytest.mark.parametrize("command", ["demo", "export", "certify", "verify"])
+def test_help_shows_the_default_of_every_option(command):
+    sub = _subparsers(build_parser())[command]
+    text = sub.format_help()
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("  -")]
+    blocks = {}
+    for k, i in enumerate(starts):
+        stop = starts[k + 1] if k + 1 < len(starts) else len(lines)
+        block = []
+        for line in lines[i:stop]:
+            if not line.strip():
+                break
+            block.append(line)
+        blocks[lines[i].split()[0].rstrip(",")] = " ".join(" ".join(block).split())
+    options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
+    assert options
+    for action in options:
+        block = blocks[action.option_strings[0]]
+        if action.required:
+            assert "(required)" in block, block
+        elif isinstance(action.default, str | int | float | list) and not isinstance(
+            action.default, bool
+        ):
+            shown = str(action.default)
+            assert f"(default: {shown})" in block, block
+        else:
+            assert "(default: " in block, block
+
+
+# --- progress --------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_certify_shows_a_progress_bar_unless_quiet(trained, tmp_path, capsys):
+    folder, _ = trained
+    base = ["certify", str(folder / "model.keras"), "--epsilon", str(EPSILON)]
+    base += ["--limit", "30", "--attack", "none", "-o", str(tmp_path / "r.json")]
+    assert main(base) == 0
+    out = _ANSI.sub("", capsys.readouterr().out)
+    # Keras's bar reaches the number of samples certified ...
+    assert re.search(r"(^|\r)30/30 ", out, flags=re.M), out
+    # ... and the summary still ends the output, on lines of its own.
+    summary = vn.CertificationReport.load(tmp_path / "r.json").summary()
+    assert out.endswith(f"\n{summary}\nReport written to {tmp_path / 'r.json'}\n")
+
+    assert main([*base, "--quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert "30/30" not in quiet and "\r" not in quiet
+    assert quiet.splitlines()[0].startswith("Certification: ")
+
+
+def _two_input_network(tmp_path):
+    model = vn.Sequential([L.Input((2,)), L.Dense(2), L.ReLU(), L.Dense(2)])
+    model.layers[0].set_weights([np.eye(2), np.zeros(2)])
+    model.layers[2].set_weights([np.eye(2), np.array([1.0, 0.0])])
+    onnx_path = tmp_path / "net.onnx"
+    export_onnx(model, onnx_path)
+    header = "".join(f"(declare-const X_{i} Real)\n" for i in range(2))
+    header += "".join(f"(declare-const Y_{i} Real)\n" for i in range(2))
+    prop = tmp_path / "two_regions.vnnlib"
+    # y0 = relu(x0) + 1 > relu(x1) = y1 on both regions: unsat.
+    prop.write_text(
+        header
+        + "(assert (or (and (>= X_0 -1) (<= X_0 0) (>= X_1 -1) (<= X_1 0.5))\n"
+        + "            (and (>= X_0 0) (<= X_0 1) (>= X_1 -1) (<= X_1 0.5))))\n"
+        + "(assert (<= Y_0 Y_1))\n"
+    )
+    return onnx_path, prop
+
+
+def test_verify_reports_progress_on_stderr_and_the_answer_last_on_stdout(
+    tmp_path, capsys
+):
+    onnx_path, prop = _two_input_network(tmp_path)
+    assert main(["verify", str(onnx_path), str(prop)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "unsat\n"  # VNN-COMP tools read this line
+    progress = captured.err.splitlines()
+    # One answer per region, in order, then nothing else.
+    answers = [line for line in progress if re.search(r"region \d/2: \w+sat", line)]
+    assert [re.search(r"region (\d)/2: (\w+)", a).groups() for a in answers] == [
+        ("1", "unsat"),
+        ("2", "unsat"),
+    ]
+    assert progress[-1] == answers[-1]
+
+    assert main(["verify", str(onnx_path), str(prop), "--quiet"]) == 0
+    assert capsys.readouterr() == ("unsat\n", "")
+
+
+def test_verify_python_api_is_quiet_by_default(tmp_path, capsys):
+    onnx_path, prop = _two_input_network(tmp_path)
+    assert vn.verify(onnx_path, prop) == "unsat"
+    assert capsys.readouterr() == ("", "")
+    assert vn.verify(onnx_path, prop, verbose=1) == "unsat"
+    err = capsys.readouterr().err
+    assert re.search(r"region 2/2: unsat", err)
+
+
+# --- loading .keras files --------------------------------------------------------
+
+
+def test_load_model_returns_the_verinet_classes(trained):
+    folder, _ = trained
+    loaded = vn.load_model(folder / "model.keras", compile=False)
+    assert type(loaded) is vn.Sequential
+    kinds = [type(layer) for layer in loaded.layers]
+    assert kinds[1] is L.Dense and L.BatchNormalization in kinds
+    x = vn.datasets.digits()[1][0][:16]
+    original = keras.saving.load_model(folder / "model.keras", compile=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)),
+        keras.ops.convert_to_numpy(original(x)),
+        rtol=1e-6,
+    )
+
+
+def test_load_model_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(vn.InvalidInputError, match="No model file"):
+        vn.load_model(tmp_path / "missing.keras")
+    onnx_file = tmp_path / "net.onnx"
+    onnx_file.write_bytes(b"x")
+    with pytest.raises(vn.InvalidInputError, match="vn.from_onnx"):
+        vn.load_model(onnx_file)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(vn.InvalidInputError, match="Cannot load Keras model"):
+        vn.load_model(broken)

@@ -252,6 +252,63 @@ def test_convert_verinet_model_is_identity_function(rng):
     _assert_same_function(model, converted, rng.normal(size=(3, 6)).astype("f4"))
 
 
+def test_convert_permute_and_zero_padding(rng):
+    # Non-square, asymmetric padding and a permutation that swaps H and W:
+    # any slip in axes or padding changes the outputs.
+    stock = keras.Sequential(
+        [
+            K.Input((6, 4, 2)),
+            K.ZeroPadding2D(((1, 2), (0, 1))),
+            K.Conv2D(3, 3, activation="relu"),
+            K.Permute((2, 1, 3)),
+            K.ZeroPadding2D(1),
+            K.Flatten(),
+            K.Dense(5),
+        ]
+    )
+    _randomize_biases(stock, rng)
+    converted = vn.convert(stock)
+    _assert_all_verinet(converted)
+    names = [type(layer).__name__ for layer in converted.layers[1:]]
+    assert names[0] == "ZeroPadding2D" and "Permute" in names
+    x = rng.uniform(0, 1, size=(4, 6, 4, 2)).astype("float32")
+    _assert_same_function(stock, converted, x)
+
+
+def test_convert_batch_norm_with_positive_last_axis(rng):
+    stock = keras.Sequential(
+        [K.Input((3, 4, 5)), K.Conv2D(2, 1), K.BatchNormalization(axis=3)]
+    )
+    _set_bn_stats(stock.layers[1], rng)
+    converted = vn.convert(stock)
+    _assert_all_verinet(converted)
+    _assert_same_function(
+        stock, converted, rng.normal(size=(3, 3, 4, 5)).astype("float32")
+    )
+
+
+def test_convert_channels_first_flatten_keeps_keras_order(rng):
+    # Keras moves the channel axis last before flattening a channels_first
+    # input; the converted model must do the same in its outputs and in its
+    # CROWN coefficients.
+    stock = keras.Sequential(
+        [K.Input((2, 3, 4)), K.Flatten(data_format="channels_first"), K.Dense(6)]
+    )
+    _randomize_biases(stock, rng)
+    converted = vn.convert(stock)
+    _assert_all_verinet(converted)
+    x = rng.uniform(0, 1, size=(5, 2, 3, 4)).astype("float32")
+    _assert_same_function(stock, converted, x)
+    # A single affine map: its exact bounds over the box are y -/+ eps |W| 1.
+    eps = 0.1
+    kernel = stock.layers[-1].get_weights()[0]
+    y = _np(stock(x))
+    spread = eps * np.abs(kernel).sum(axis=0)
+    low, up = vn.compute_bounds(converted, x, eps, method="crown")
+    np.testing.assert_allclose(_np(low), y - spread, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_np(up), y + spread, rtol=1e-4, atol=1e-4)
+
+
 # --- refusals -------------------------------------------------------------------
 
 _UNSUPPORTED = [
@@ -323,6 +380,100 @@ def test_bounds_and_certify_refuse_unsupported_stock_model(
     with pytest.raises(vn.UnsupportedLayerError) as info:
         vn.certify(model, x, y, 0.1, verbose=0)
     assert class_name in str(info.value)
+
+
+def _lora_dense():
+    model = keras.Sequential([K.Input((4,)), K.Dense(3, name="lora_dense")])
+    model.layers[0].enable_lora(2)
+    return model
+
+
+# (model, layer name, unsupported setting as the message shows it, supported)
+_UNSUPPORTED_SETTINGS = {
+    "conv-dilation": (
+        lambda: keras.Sequential(
+            [K.Input((7, 7, 2)), K.Conv2D(3, 3, dilation_rate=2, name="dilated")]
+        ),
+        "dilated",
+        "dilation_rate=(2, 2)",
+        "dilation_rate=1",
+    ),
+    "conv-groups": (
+        lambda: keras.Sequential(
+            [K.Input((5, 5, 4)), K.Conv2D(4, 3, groups=2, name="grouped")]
+        ),
+        "grouped",
+        "groups=2",
+        "groups=1",
+    ),
+    "conv-channels-first": (
+        lambda: keras.Sequential(
+            [
+                K.Input((2, 5, 5)),
+                K.Conv2D(3, 3, data_format="channels_first", name="cf_conv"),
+            ]
+        ),
+        "cf_conv",
+        "data_format='channels_first'",
+        "data_format='channels_last'",
+    ),
+    "maxpool-channels-first": (
+        lambda: keras.Sequential(
+            [K.Input((2, 4, 4)), K.MaxPooling2D(data_format="channels_first")]
+        ),
+        "max_pooling2d",
+        "data_format='channels_first'",
+        "data_format='channels_last'",
+    ),
+    "avgpool-channels-first": (
+        lambda: keras.Sequential(
+            [K.Input((2, 4, 4)), K.AveragePooling2D(2, data_format="channels_first")]
+        ),
+        "average_pooling2d",
+        "data_format='channels_first'",
+        "data_format='channels_last'",
+    ),
+    "padding-channels-first": (
+        lambda: keras.Sequential(
+            [K.Input((2, 4, 4)), K.ZeroPadding2D(data_format="channels_first")]
+        ),
+        "zero_padding2d",
+        "data_format='channels_first'",
+        "data_format='channels_last'",
+    ),
+    "batchnorm-axis": (
+        lambda: keras.Sequential(
+            [K.Input((2, 4, 4)), K.BatchNormalization(axis=1, name="bn_axis1")]
+        ),
+        "bn_axis1",
+        "axis=1",
+        "axis=-1",
+    ),
+    "batchnorm-renorm": (
+        lambda: keras.Sequential(
+            [K.Input((4,)), K.BatchNormalization(renorm=True, name="bn_renorm")]
+        ),
+        "bn_renorm",
+        "renorm=True",
+        "renorm=False",
+    ),
+    "dense-lora": (_lora_dense, "lora_dense", "LoRA", "plain kernels"),
+}
+
+
+@pytest.mark.parametrize(
+    "make, layer_name, setting, supported",
+    list(_UNSUPPORTED_SETTINGS.values()),
+    ids=list(_UNSUPPORTED_SETTINGS),
+)
+def test_unsupported_setting_is_refused_by_name(make, layer_name, setting, supported):
+    model, name = _unsupported_model(make, layer_name)
+    with pytest.raises(vn.UnsupportedLayerError) as info:
+        vn.convert(model)
+    message = str(info.value)
+    assert repr(name) in message
+    assert setting in message
+    assert f"with {supported}" in message
 
 
 def test_convert_refuses_non_models_and_multi_io():

@@ -5,8 +5,93 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 _DATASETS = ("digits", "fashion_mnist")
+#: Example file names for the outputs, used in error messages.
+_DEFAULT_NAMES = {
+    "report": "report.json",
+    "ONNX model": "model.onnx",
+    "results file": "results.txt",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; a required option says so instead.
+
+    An option whose help already names its default (``default: ...``) is left
+    as written, which is how options defaulting to ``None`` explain what that
+    means.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default:" in text or not action.option_strings:
+            return text
+        if action.default is argparse.SUPPRESS:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        return super()._get_help_string(action)
+
+
+def _check_output(path: str, what: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    The file is written at the end of a run (atomically: a temporary file in
+    the same folder, then a rename), so the folder must exist and accept new
+    files, and the path must not be a folder.
+    """
+    from verinet.errors import InvalidInputError
+
+    folder = os.path.dirname(os.path.abspath(path)) or os.sep
+    if os.path.isdir(path):
+        raise InvalidInputError(
+            f"The {what} path {path!r} is a directory: give a file name, e.g. "
+            f"{os.path.join(path, _DEFAULT_NAMES[what])!r}."
+        )
+    if not os.path.isdir(folder):
+        raise InvalidInputError(
+            f"Cannot write the {what} to {path!r}: the directory {folder!r} does "
+            "not exist. Create it first or choose another path."
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".verinet-probe-", dir=folder)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"Cannot write the {what} to {path!r}: the directory {folder!r} is "
+            f"not writable ({exc.strerror or exc}). Choose a writable path."
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InvalidInputError(
+            f"Cannot write the {what} to {path!r}: the file exists and is not "
+            "writable. Choose another path or change its permissions."
+        )
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, refused with a clear message otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_int_or_all(text: str) -> int | None:
+    """argparse type: a positive integer, or ``all`` (no limit) as ``None``."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or 'all' for every sample)") from None
 
 
 def _demo(args) -> int:
@@ -27,16 +112,9 @@ def _load_model(path: str):
 
         return from_onnx(path)
     if path.lower().endswith((".keras", ".h5")):
-        import keras
+        from verinet.saving import load_model
 
-        import verinet.models  # noqa: F401 - registers verinet's classes
-
-        try:
-            return keras.saving.load_model(path, compile=False)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many kinds
-            raise InvalidInputError(
-                f"Cannot load Keras model {path!r}: {exc}"
-            ) from None
+        return load_model(path, compile=False)
     raise InvalidInputError(
         f"{path!r}: expected a .keras (or .h5) Keras model or an .onnx file."
     )
@@ -91,12 +169,13 @@ def _fit_layout(x, shape):
 
 
 def _certify(args) -> int:
+    _check_output(args.output, "report")
     from verinet.certify import certify
 
     model = _load_model(args.model)
     x, y, data_range = _load_data(args.data)
     x = _fit_layout(x, model.inputs[0].shape[1:])
-    if args.limit:
+    if args.limit is not None:
         x, y = x[: args.limit], y[: args.limit]
     input_range = None if args.no_input_range else (args.input_range or data_range)
     report = certify(
@@ -108,7 +187,8 @@ def _certify(args) -> int:
         attack=None if args.attack == "none" else args.attack,
         norm=args.norm,
         input_range=input_range,
-        verbose=0,
+        batch_size=args.batch_size,
+        verbose=0 if args.quiet else 1,
     )
     report.extra["model"] = os.path.abspath(args.model)
     print(report.summary())
@@ -118,6 +198,7 @@ def _certify(args) -> int:
 
 
 def _export(args) -> int:
+    _check_output(args.output, "ONNX model")
     from verinet.certify import CertificationReport
     from verinet.deploy import export_onnx
 
@@ -136,6 +217,8 @@ def _export(args) -> int:
 
 
 def _verify(args) -> int:
+    if args.results:
+        _check_output(args.results, "results file")
     from verinet.vnnlib import verify
 
     result = verify(
@@ -144,32 +227,45 @@ def _verify(args) -> int:
         method=args.method,
         attack=None if args.attack == "none" else args.attack,
         timeout=args.timeout,
+        verbose=0 if args.quiet else 1,
     )
-    print(result.status)
     if args.results:
         with open(args.results, "w") as handle:
             handle.write(result.vnncomp())
+    print(result.status, flush=True)  # the last line of stdout, as VNN-COMP expects
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``verinet`` argument parser with its four subcommands.
+
+    Returns:
+        An ``argparse.ArgumentParser``; ``parse_args`` sets ``run`` to the
+        subcommand's function.
+
+    Example:
+        >>> args = build_parser().parse_args(["certify", "m.onnx", "--epsilon", "0.1"])
+    """
     parser = argparse.ArgumentParser(
         prog="verinet",
         description=(
             "Train robust Keras models, certify them, deploy what was certified."
         ),
+        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="train on the embedded digits data and certify the test split"
+        "demo",
+        help="train on the embedded digits data and certify the test split",
+        formatter_class=_HelpFormatter,
     )
-    demo.add_argument("--epochs", type=int, default=20, help="training epochs (20)")
+    demo.add_argument("--epochs", type=int, default=20, help="training epochs")
     demo.add_argument(
         "--epsilon",
         type=float,
         nargs="+",
         default=[0.01, 0.03],
-        help="L-infinity radii to certify at (0.01 0.03)",
+        help="L-infinity radii to certify at",
     )
     demo.set_defaults(run=_demo)
 
@@ -180,13 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
             "Fold batch norm, drop dropout, write ONNX (checked against "
             "onnxruntime), with the certificate's figures in the metadata."
         ),
+        formatter_class=_HelpFormatter,
     )
     export.add_argument("model", help="the .keras model file")
     export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     export.add_argument(
-        "--report", help="report.json from `verinet certify` to record in the metadata"
+        "--report",
+        help="report.json from `verinet certify` to record in the metadata "
+        "(default: none, no certificate recorded)",
     )
-    export.add_argument("--opset", type=int, default=None, help="ONNX opset (18)")
+    export.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset (default: 18, or 20 where a tanh-approximate GeLU needs it)",
+    )
     export.set_defaults(run=_export)
 
     cert = commands.add_parser(
@@ -196,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Sort each sample into verified / falsified / unknown, print the "
             "summary and save the report."
         ),
+        formatter_class=_HelpFormatter,
     )
     cert.add_argument("model", help="a .keras model or an .onnx file")
     cert.add_argument(
@@ -205,23 +310,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cert.add_argument("--epsilon", type=float, required=True, help="radius")
     cert.add_argument(
-        "--method", default="crown", choices=("ibp", "crown", "crown-ibp")
+        "--method",
+        default="crown",
+        choices=("ibp", "crown", "crown-ibp"),
+        help="bound method",
     )
-    cert.add_argument("--attack", default="pgd", choices=("pgd", "fgsm", "none"))
-    cert.add_argument("--norm", default="linf", choices=("linf", "l2"))
+    cert.add_argument(
+        "--attack",
+        default="pgd",
+        choices=("pgd", "fgsm", "none"),
+        help="attack that looks for counterexamples",
+    )
+    cert.add_argument(
+        "--norm", default="linf", choices=("linf", "l2"), help="perturbation norm"
+    )
     cert.add_argument(
         "--input-range",
         type=float,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        help="valid input box (default: the data set's, [0, 1] for digits)",
+        help="valid input box (default: the data set's, [0, 1] for digits and "
+        "fashion_mnist, none for .npz)",
     )
     cert.add_argument(
         "--no-input-range", action="store_true", help="do not clip to an input box"
     )
-    cert.add_argument("--limit", type=int, default=0, help="certify the first N only")
     cert.add_argument(
-        "-o", "--output", default="report.json", help="report path (report.json)"
+        "--limit",
+        type=_positive_int_or_all,
+        default="all",
+        metavar="N",
+        help="certify the first N samples only (a positive integer, or 'all')",
+    )
+    cert.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="samples bounded and attacked at a time (the progress bar moves "
+        "once per batch; smaller batches use less memory)",
+    )
+    cert.add_argument("-o", "--output", default="report.json", help="report path")
+    cert.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar while certifying"
     )
     cert.set_defaults(run=_certify)
 
@@ -230,23 +361,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="decide a VNN-LIB property of an ONNX network: sat / unsat / unknown",
         description=(
             "Prints 'unsat' (proven), 'sat' (counterexample confirmed by "
-            "onnxruntime) or 'unknown', as VNN-COMP tools do."
+            "onnxruntime) or 'unknown' as the last line of stdout, as VNN-COMP "
+            "tools do; progress goes to stderr."
         ),
+        formatter_class=_HelpFormatter,
     )
     ver.add_argument("model", help="the .onnx network")
     ver.add_argument("property", help="the .vnnlib property")
-    ver.add_argument("--method", default="crown", choices=("ibp", "crown", "crown-ibp"))
-    ver.add_argument("--attack", default="pgd", choices=("pgd", "none"))
-    ver.add_argument("--timeout", type=float, default=60.0, help="seconds (60)")
     ver.add_argument(
-        "--results", help="also write a VNN-COMP results file (with counterexample)"
+        "--method",
+        default="crown",
+        choices=("ibp", "crown", "crown-ibp"),
+        help="bound method",
+    )
+    ver.add_argument(
+        "--attack",
+        default="pgd",
+        choices=("pgd", "none"),
+        help="attack that looks for counterexamples",
+    )
+    ver.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    ver.add_argument(
+        "--results",
+        help="also write a VNN-COMP results file (with counterexample) "
+        "(default: none, not written)",
+    )
+    ver.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines on stderr"
     )
     ver.set_defaults(run=_verify)
     return parser
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``verinet`` command."""
+    """Entry point of the ``verinet`` command.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 for a usage or input error (the
+        message goes to stderr, without a traceback).
+
+    Example:
+        >>> main(["certify", "model.onnx", "--epsilon", "0.05", "--limit", "100"])
+        0
+    """
     args = build_parser().parse_args(argv)
     from verinet.errors import VerinetError
 

@@ -23,8 +23,86 @@ _SAME_CONFIG = {
     keras.layers.Add: zoo.Add,
     keras.layers.Rescaling: zoo.Rescaling,
     keras.layers.Normalization: zoo.Normalization,
+    keras.layers.Permute: zoo.Permute,
+    keras.layers.ZeroPadding2D: zoo.ZeroPadding2D,
 }
 _FUSED = (keras.layers.Dense, keras.layers.Conv2D)
+# Stock layers whose zoo version computes in the channels_last layout only.
+_CHANNELS_LAST = (
+    keras.layers.Conv2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.MaxPooling2D,
+    keras.layers.ZeroPadding2D,
+)
+
+
+def _refuse(layer, setting: str, supported: str, hint: str = ""):
+    """The error for a stock setting that verinet cannot reproduce exactly."""
+    return unsupported(
+        layer,
+        f" for {setting}: vn.convert maps {type(layer).__name__} with {supported} "
+        f"only{hint}",
+    )
+
+
+def _check_settings(layer, config: dict, input_shape) -> None:
+    """Refuse stock settings a zoo layer would not compute the same way.
+
+    Edits ``config`` in place where an equivalent zoo setting exists.
+    """
+    kind = type(layer)
+    if kind in _CHANNELS_LAST and config.get("data_format") not in (
+        None,
+        "channels_last",
+    ):
+        raise _refuse(
+            layer,
+            f"data_format={config['data_format']!r}",
+            "data_format='channels_last'",
+            "; build the model channels_last (inputs (H, W, C)) and transpose the data",
+        )
+    if kind is keras.layers.Conv2D:
+        if tuple(config.get("dilation_rate", (1, 1))) != (1, 1):
+            raise _refuse(
+                layer, f"dilation_rate={config['dilation_rate']!r}", "dilation_rate=1"
+            )
+        if config.get("groups", 1) != 1:
+            raise _refuse(layer, f"groups={config['groups']!r}", "groups=1")
+    if kind in _FUSED:
+        if getattr(layer, "quantization_mode", None) is not None:
+            raise _refuse(
+                layer,
+                f"quantization mode {layer.quantization_mode!r}",
+                "float weights (convert the model before quantizing it)",
+            )
+        if getattr(layer, "lora_enabled", False) or config.get("lora_rank"):
+            raise _refuse(
+                layer, "LoRA (lora_rank set)", "plain kernels (no LoRA adapters)"
+            )
+    if kind is keras.layers.BatchNormalization:
+        axis = config.get("axis", -1)
+        axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+        if isinstance(axis, int) and axis == len(input_shape) - 1:
+            axis = -1
+        if axis != -1:
+            raise _refuse(
+                layer,
+                f"axis={config['axis']!r}",
+                "axis=-1 (the last, channels_last axis)",
+            )
+        if config.get("renorm"):
+            raise _refuse(layer, "renorm=True", "renorm=False")
+        config["axis"] = -1
+        config.pop("synchronized", None)  # training only; inference is the same
+
+
+def _flatten_channels_first(input_shape) -> list:
+    """Zoo layers for ``Flatten(data_format="channels_first")``.
+
+    Keras moves the channel axis last before flattening such an input.
+    """
+    rank = len(input_shape)
+    return [zoo.Permute((*range(2, rank), 1)), zoo.Flatten()]
 
 
 def _activation_name(fn) -> str | None:
@@ -44,8 +122,12 @@ def _activation(name, layer):
     return ACTIVATIONS[name]()
 
 
-def _convert_layer(layer) -> list:
-    """Zoo layers computing the same function as ``layer`` (unbuilt)."""
+def _convert_layer(layer, input_shape=()) -> list:
+    """Zoo layers computing the same function as ``layer`` (unbuilt).
+
+    ``input_shape`` is the shape (batch axis included) of the layer's first
+    input in the model being converted.
+    """
     config = layer.get_config()
     config.pop("name", None)
     if type(layer) in (zoo.ResidualBlock,) or type(layer).__module__.startswith(
@@ -60,13 +142,21 @@ def _convert_layer(layer) -> list:
     if isinstance(layer, keras.layers.Activation):
         name = _activation_name(layer.activation)
         return [] if name is None else [_activation(name, layer)]
+    if type(layer) is keras.layers.Flatten and len(input_shape) > 2:
+        if config.get("data_format") == "channels_first":
+            return _flatten_channels_first(input_shape)
     for stock, target in _SAME_CONFIG.items():
         if type(layer) is stock:
+            _check_settings(layer, config, input_shape)
             fused = None
             if stock in _FUSED:
                 fused = _activation_name(config.pop("activation", None))
                 config["activation"] = None
-            out = [target.from_config(config)]
+            try:
+                out = [target.from_config(config)]
+            except Exception as exc:  # noqa: BLE001 - a setting the zoo refuses
+                reason = exc.__cause__ or exc
+                raise unsupported(layer, f" for its configuration: {reason}") from exc
             if fused is not None:
                 out.append(_activation(fused, layer))
             return out
@@ -75,7 +165,7 @@ def _convert_layer(layer) -> list:
 
 def _apply(layer, tensors):
     """Call the converted layers of ``layer`` and copy its weights."""
-    converted = _convert_layer(layer)
+    converted = _convert_layer(layer, tuple(tensors[0].shape))
     if not converted:
         return tensors[0] if len(tensors) == 1 else tensors
     x = converted[0](tensors if len(tensors) > 1 else tensors[0])
@@ -115,8 +205,15 @@ def convert(model):
 
     Dense, Conv2D, BatchNormalization, ReLU, LeakyReLU, Activation
     ('relu', 'gelu', 'sigmoid', 'tanh', 'linear'), Flatten, Reshape, Dropout,
-    pooling, Add, Rescaling and Normalization are mapped; fused activations
-    (``Dense(64, activation="relu")``) become a separate activation layer.
+    pooling, Add, Rescaling, Normalization, Permute and ZeroPadding2D are
+    mapped; fused activations (``Dense(64, activation="relu")``) become a
+    separate activation layer. A setting the zoo cannot compute the same way
+    is refused, never dropped: Conv2D with ``dilation_rate`` or ``groups``
+    other than 1, ``data_format="channels_first"`` in convolution, pooling
+    and padding, batch norm over an axis other than the last or with
+    ``renorm``, quantized or LoRA Dense/Conv2D. ``Flatten`` with
+    ``data_format="channels_first"`` becomes ``Permute`` + ``Flatten``, as
+    Keras computes it.
 
     Args:
         model: a built Keras ``Sequential`` or functional ``Model`` with one
@@ -126,7 +223,8 @@ def convert(model):
         A ``vn.Model`` computing the same function.
 
     Raises:
-        UnsupportedLayerError: naming the first layer verinet cannot bound.
+        UnsupportedLayerError: naming the first layer verinet cannot bound, and
+            the setting it cannot reproduce.
 
     Example:
         >>> robust = vn.convert(keras_model)

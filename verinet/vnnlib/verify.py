@@ -11,6 +11,7 @@ widest input) until every sub-box is proven or the time runs out.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -233,12 +234,58 @@ def _inside(x: np.ndarray, region: Region):
     return x32 if region.contains(x32) else None
 
 
-def _solve_region(problem: _Problem, region: Region, attack, deadline, batch, rng):
+_REGION_ANSWERS = {
+    "sat": "sat: counterexample confirmed by onnxruntime",
+    "unsat": "unsat: proven by bounds",
+    "unknown": "unknown: not settled (time, box budget or a point bounds cannot split)",
+}
+
+
+class _Progress:
+    """Status lines on stderr while ``verify`` works (stdout stays clean).
+
+    Stage lines come at most once per ``interval`` seconds; the verdict of
+    each region is always shown.
+    """
+
+    def __init__(self, verbose, regions: int, start: float, interval: float = 1.0):
+        self.verbose = bool(verbose)
+        self.regions = regions
+        self.start = start
+        self.interval = interval
+        self.region = None  # index of the region being solved
+        self._last = -float("inf")
+
+    def say(self, message: str, force: bool = True) -> None:
+        if not self.verbose:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        where = (
+            "" if self.region is None else f"region {self.region + 1}/{self.regions}: "
+        )
+        print(
+            f"verinet verify [{now - self.start:6.1f}s] {where}{message}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def stage(self, message: str) -> None:
+        self.say(message, force=False)
+
+
+def _solve_region(
+    problem: _Problem, region: Region, attack, deadline, batch, rng, progress=None
+):
     """``("sat", (x, y))``, ``("unsat", None)`` or ``("unknown", None)``."""
+    progress = progress or _Progress(0, 0, time.perf_counter())
     centre = (region.lower + region.upper) / 2
     if any(len(spec.b) == 0 for spec in region.specs):
         found = problem.confirm(centre, region)
         return ("sat", found) if found is not None else ("unknown", None)
+    progress.stage("trying the centre and 32 random points")
     samples = region.lower + (region.upper - region.lower) * rng.random(
         (32, len(centre))
     )
@@ -248,17 +295,24 @@ def _solve_region(problem: _Problem, region: Region, attack, deadline, batch, rn
     queue = [(region.lower, region.upper)]
     attacked = attack is None
     gave_up = False
+    settled = 0
     while queue:
         if time.perf_counter() > deadline or len(queue) > MAX_OPEN_BOXES:
             return "unknown", None
+        progress.stage(
+            f"bounds: {settled} sub-boxes proven, {len(queue)} open, "
+            f"{max(deadline - time.perf_counter(), 0.0):.0f}s left"
+        )
         chunk, queue = queue[:batch], queue[batch:]
         lower = np.stack([lo for lo, _ in chunk])
         upper = np.stack([up for _, up in chunk])
         proven = problem.proven(lower, upper, region).all(axis=1)
+        settled += int(proven.sum())
         if proven.all():
             continue
         if not attacked:
             attacked = True
+            progress.stage("PGD attack")
             found = problem.pgd(region, list(region.specs))
             if found is not None:
                 return "sat", found
@@ -297,6 +351,7 @@ def verify(
     batch_size: int = 64,
     tolerance: float = 1e-5,
     seed: int = 0,
+    verbose: int = 0,
 ) -> VerificationResult:
     """Decide a VNN-LIB property of an ONNX network.
 
@@ -316,6 +371,9 @@ def verify(
             float rounding between the bound (float64) and the network
             (float32).
         seed: seed of the random samples and attack starts.
+        verbose: 0 (the default) is silent; 1 prints status lines to stderr
+            (each stage, at most once a second, and each region's answer),
+            as ``verinet verify`` does. stdout is never written to.
 
     Returns:
         A ``VerificationResult`` (a ``str``): ``"unsat"`` (the property holds,
@@ -358,11 +416,19 @@ def verify(
         model, session, resolve_method(method), float(tolerance), "float64"
     )
     rng = np.random.default_rng(seed)
+    progress = _Progress(verbose, len(prop.regions), start)
+    name = "the network" if hasattr(onnx_path, "graph") else os.fspath(onnx_path)
+    progress.say(
+        f"{name}: {n_in} inputs, {n_out} outputs; {len(prop.regions)} input region(s); "
+        f"timeout {float(timeout):g}s"
+    )
     unknown = False
-    for region in prop.regions:
+    for index, region in enumerate(prop.regions):
+        progress.region = index
         status, found = _solve_region(
-            problem, region, attack, deadline, int(batch_size), rng
+            problem, region, attack, deadline, int(batch_size), rng, progress
         )
+        progress.say(_REGION_ANSWERS[status])
         if status == "sat":
             x, y = found
             return VerificationResult(
