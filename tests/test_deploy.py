@@ -5,6 +5,7 @@ import verinet as vn  # noqa: I001 - verinet before keras
 import keras
 import numpy as np
 import pytest
+from soundness_utils import check_soundness, random_inputs, randomize_weights
 
 from verinet import layers as L
 from verinet.deploy import deploy
@@ -259,3 +260,159 @@ def test_deploy_keeps_function_and_verdicts_on_digits(digits_bn_model):
     np.testing.assert_array_equal(after.verified, before.verified)
     np.testing.assert_array_equal(after.falsified, before.falsified)
     np.testing.assert_array_equal(after.predictions, before.predictions)
+
+
+# ---------------------------------------------------------------------------
+# Folding against an independent float64 numpy computation
+# ---------------------------------------------------------------------------
+
+
+BN_EPSILON = 0.01  # not Keras's default: a dropped or misplaced epsilon shows
+
+
+def _bn_statistics(rng, c):
+    """Far from the identity: mean ~ N(0, 2^2), variance in [0.2, 5], gamma
+    of both signs, beta ~ N(0, 1)."""
+    return {
+        "gamma": rng.uniform(0.5, 2.0, c) * rng.choice([-1.0, 1.0], c),
+        "beta": rng.normal(size=c),
+        "moving_mean": rng.normal(scale=2.0, size=c),
+        "moving_variance": rng.uniform(0.2, 5.0, c),
+    }
+
+
+def _set_bn(layer, stats):
+    layer.set_weights([stats[w.name].astype("float32") for w in layer.weights])
+    # What the layer holds is what numpy uses: float32 values, read as float64.
+    return {w.name: np.asarray(w.numpy(), np.float64) for w in layer.weights}
+
+
+def _set_random(layer, rng):
+    """Random kernel and a clearly non-zero bias; returns them in float64."""
+    kernel = rng.normal(size=layer.kernel.shape) / np.sqrt(layer.kernel.shape[-2])
+    bias = rng.normal(size=layer.bias.shape)
+    layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
+    return [np.asarray(w, np.float64) for w in layer.get_weights()]
+
+
+def _bn_numpy(h, s):
+    inv = 1.0 / np.sqrt(s["moving_variance"] + BN_EPSILON)
+    return s["gamma"] * (h - s["moving_mean"]) * inv + s["beta"]
+
+
+def _conv_numpy(x, kernel, bias):
+    """'valid', stride 1, NHWC, in float64."""
+    kh, kw = kernel.shape[:2]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
+    # windows: (n, h', w', c_in, kh, kw)
+    return np.einsum("nhwcij,ijco->nhwo", windows, kernel) + bias
+
+
+def test_folding_matches_numpy_on_dense(rng):
+    model = vn.Sequential(
+        [
+            L.Input((6,)),
+            L.BatchNormalization(epsilon=BN_EPSILON),  # nothing to fold into
+            L.Dense(5),
+            L.BatchNormalization(epsilon=BN_EPSILON),  # folds into the Dense
+            L.ReLU(),
+            L.Dense(3),
+        ]
+    )
+    bn0 = _set_bn(model.layers[0], _bn_statistics(rng, 6))
+    W1, b1 = _set_random(model.layers[1], rng)
+    bn1 = _set_bn(model.layers[2], _bn_statistics(rng, 5))
+    W2, b2 = _set_random(model.layers[4], rng)
+    x = rng.normal(scale=2.0, size=(64, 6)).astype("float32")
+
+    h = _bn_numpy(x.astype(np.float64), bn0) @ W1 + b1
+    expected = np.maximum(_bn_numpy(h, bn1), 0.0) @ W2 + b2
+
+    deployed = deploy(model)
+    assert _types(deployed) == [
+        "InputLayer",
+        "ElementwiseAffine",
+        "Dense",
+        "ReLU",
+        "Dense",
+    ]
+    tol = 1e-5 * np.abs(expected).max()
+    np.testing.assert_allclose(_predict(model, x), expected, atol=tol, rtol=0)
+    np.testing.assert_allclose(_predict(deployed, x), expected, atol=tol, rtol=0)
+
+    # The folded parameters themselves, by hand:
+    #   scale = gamma / sqrt(var + eps),  W' = W scale,  b' = (b - mean) scale + beta
+    scale = bn1["gamma"] / np.sqrt(bn1["moving_variance"] + BN_EPSILON)
+    got_kernel, got_bias = deployed.layers[2].get_weights()
+    np.testing.assert_allclose(got_kernel, W1 * scale, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        got_bias, (b1 - bn1["moving_mean"]) * scale + bn1["beta"], rtol=1e-6
+    )
+    scale0 = bn0["gamma"] / np.sqrt(bn0["moving_variance"] + BN_EPSILON)
+    got_scale, got_shift = deployed.layers[1].get_weights()
+    np.testing.assert_allclose(got_scale, scale0, rtol=1e-6)
+    np.testing.assert_allclose(
+        got_shift, bn0["beta"] - bn0["moving_mean"] * scale0, rtol=1e-6, atol=1e-7
+    )
+
+
+def test_folding_matches_numpy_on_conv(rng):
+    model = vn.Sequential(
+        [
+            L.Input((5, 5, 2)),
+            L.Conv2D(4, 3),
+            L.BatchNormalization(epsilon=BN_EPSILON),
+            L.Tanh(),
+            L.Flatten(),
+            L.Dense(3),
+        ]
+    )
+    K, bk = _set_random(model.layers[0], rng)
+    bn = _set_bn(model.layers[1], _bn_statistics(rng, 4))
+    W, b = _set_random(model.layers[4], rng)
+    x = rng.uniform(-1, 2, size=(16, 5, 5, 2)).astype("float32")
+
+    h = np.tanh(_bn_numpy(_conv_numpy(x.astype(np.float64), K, bk), bn))
+    expected = h.reshape(len(x), -1) @ W + b
+
+    deployed = deploy(model)
+    assert _types(deployed) == ["InputLayer", "Conv2D", "Tanh", "Flatten", "Dense"]
+    tol = 1e-5 * np.abs(expected).max()
+    np.testing.assert_allclose(_predict(model, x), expected, atol=tol, rtol=0)
+    np.testing.assert_allclose(_predict(deployed, x), expected, atol=tol, rtol=0)
+    scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + BN_EPSILON)
+    got_kernel, got_bias = deployed.layers[1].get_weights()
+    np.testing.assert_allclose(got_kernel, K * scale, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        got_bias, (bk - bn["moving_mean"]) * scale + bn["beta"], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "norm, epsilon, input_range",
+    [("linf", 0.05, None), ("linf", 0.1, (0.0, 1.0)), ("l2", 0.3, (0.0, 1.0))],
+)
+def test_deployed_bounds_are_sound(rng, norm, epsilon, input_range):
+    """The deployed model (folded Conv2D and Dense, an ElementwiseAffine) is
+    bounded soundly by every method, and since it computes the original's
+    function, the outputs it reaches lie within the original's bounds too."""
+    model = vn.Sequential(
+        [
+            L.Input((5, 5, 2)),
+            L.BatchNormalization(),
+            L.Conv2D(3, 3),
+            L.BatchNormalization(),
+            L.ReLU(),
+            L.Flatten(),
+            L.Dense(6),
+            L.BatchNormalization(),
+            L.GeLU(),
+            L.Dense(3),
+        ]
+    )
+    randomize_weights(model, rng)
+    deployed = deploy(model)
+    assert "BatchNormalization" not in _types(deployed)
+    x = random_inputs((5, 5, 2), 3, rng, input_range)
+    extremes, _ = check_soundness(deployed, x, epsilon, norm, input_range)
+    check_soundness(model, x, epsilon, norm, input_range, extremes=extremes)

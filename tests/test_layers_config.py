@@ -455,12 +455,21 @@ def test_verinet_models_save_load_keep_class_and_certify(make, cls, rng, tmp_pat
     assert type(loaded) is cls
     assert [type(a) for a in loaded.layers] == [type(b) for b in model.layers]
     np.testing.assert_array_equal(_np(loaded(x)), expected)
-    assert callable(loaded.certify)
     before = model.certify(x, y, 0.02, attack=None, verbose=0)
     after = loaded.certify(x, y, 0.02, attack=None, verbose=0)
     assert isinstance(after, vn.CertificationReport)
-    np.testing.assert_array_equal(after.verified, before.verified)
+    for field in ("verified", "falsified", "unknown", "predictions"):
+        np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
     np.testing.assert_array_equal(after.margin_lower, before.margin_lower)
+    # The loaded model's certificate is a real one: +inf on the label, and
+    # elsewhere a finite lower bound of the clean margin f_y(x) - f_j(x).
+    rows = np.arange(len(y))
+    margins = after.margin_lower.copy()
+    assert np.all(np.isposinf(margins[rows, y]))
+    clean = expected[rows, y][:, None] - expected
+    margins[rows, y] = clean[rows, y] = 0.0
+    assert np.all(np.isfinite(margins))
+    assert np.all(margins <= clean + 1e-5)
     low, up = loaded.bounds(x, 0.02)
     assert np.all(low <= expected + 1e-5) and np.all(expected <= up + 1e-5)
 

@@ -286,3 +286,63 @@ def test_strict_input_bounds_are_respected_by_counterexamples(tmp_path):
     assert not region.contains([1.0]) and region.contains([0.5])
     result = verify(path, _write(tmp_path, opened + "(assert (>= Y_0 1))"), timeout=2)
     assert result == "unknown"  # never "sat" at x = 1, and not provable either
+
+
+# ---------------------------------------------------------------------------
+# Disjunctions: every branch must be refuted before "unsat"
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def identity_net(tmp_path_factory):
+    """``y = x`` on two inputs: every branch's answer is known by hand."""
+    model = vn.Sequential([L.Input((2,)), L.Dense(2)])
+    model.layers[0].set_weights([np.eye(2), np.zeros(2)])
+    return _export(model, tmp_path_factory.mktemp("vnn") / "identity2.onnx")
+
+
+# On x in [-1, 1]^2 (so y = x in [-1, 1]^2) the first two branches are
+# impossible and bounds refute them on the whole box; the third holds exactly
+# on the corner [0.999, 1]^2, a 2.5e-7 share of the box that the 33 sampled
+# points never hit. One refuted branch must not settle the disjunction.
+_CORNER_OR = (
+    _declare(2, 2)
+    + _box([-1, -1], [1, 1])
+    + """(assert (or
+        (and (>= Y_1 2))
+        (and (<= Y_0 -2))
+        (and (>= Y_0 0.999) (>= Y_1 0.999))
+    ))"""
+)
+
+
+@pytest.mark.parametrize("attack", ["pgd", None])
+def test_one_refuted_branch_does_not_prove_a_disjunction(
+    identity_net, tmp_path, attack
+):
+    result = verify(
+        identity_net, _write(tmp_path, _CORNER_OR), attack=attack, timeout=30
+    )
+    assert result != "unsat", "a satisfiable disjunction was declared proven"
+    # PGD walks into the corner; without it input splitting narrows the box
+    # onto the corner until a sub-box centre lies inside it.
+    assert result == "sat", result.detail
+    x = result.counterexample
+    assert np.all(x >= 0.999) and np.all(x <= 1.0)
+    y = _onnx_outputs(identity_net, x[None])[0]
+    assert y[0] >= 0.999 and y[1] >= 0.999
+
+
+def test_disjunction_is_unsat_when_every_branch_is_refuted(identity_net, tmp_path):
+    text = (
+        _declare(2, 2)
+        + _box([-1, -1], [1, 1])
+        + """(assert (or
+            (and (>= Y_1 2))
+            (and (<= Y_0 -2))
+            (and (>= Y_0 1.01) (>= Y_1 0.5))
+            (and (>= (+ Y_0 Y_1) 2.1))
+        ))"""
+    )
+    result = verify(identity_net, _write(tmp_path, text), timeout=30)
+    assert result == "unsat" and result.counterexample is None
