@@ -30,7 +30,7 @@ class ElementwiseAffine(keras.layers.Layer, ElementwiseAffineRule):
         >>> layer = layers.ElementwiseAffine((1, 1, 3))  # on (H, W, 3) inputs
     """
 
-    def __init__(self, param_shape=None, **kwargs):
+    def __init__(self, param_shape=None, **kwargs):  # pragma: no mutate block
         super().__init__(**kwargs)
         self.param_shape = None if param_shape is None else tuple(param_shape)
 

@@ -20,7 +20,7 @@ class BatchNormalization(keras.layers.BatchNormalization, ElementwiseAffineRule)
         >>> bn = layers.BatchNormalization()
     """
 
-    def __init__(self, axis=-1, **kwargs):
+    def __init__(self, axis=-1, **kwargs):  # pragma: no mutate block
         if axis not in (-1, [-1]) or kwargs.get("renorm") or kwargs.get("synchronized"):
             raise InvalidInputError(
                 "verinet.layers.BatchNormalization normalizes the last axis "

@@ -25,9 +25,12 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
         >>> layer = layers.Conv2D(16, 3, strides=2, padding="same")
     """
 
-    def __init__(self, filters, kernel_size, activation=None, **kwargs):
+    def __init__(
+        self, filters, kernel_size, activation=None, **kwargs
+    ):  # pragma: no mutate block
         require_linear_activation("Conv2D", activation)
         require_channels_last("Conv2D", kwargs.get("data_format"))
+        kwargs["data_format"] = "channels_last"  # not Keras's global default
         if kwargs.get("groups", 1) != 1:
             raise InvalidInputError("verinet.layers.Conv2D supports groups=1 only.")
         if kwargs.get("dilation_rate", 1) not in (1, (1, 1), [1, 1]):

@@ -22,7 +22,7 @@ class Dense(keras.layers.Dense, AffineRule):
         >>> layer = layers.Dense(10)
     """
 
-    def __init__(self, units, activation=None, **kwargs):
+    def __init__(self, units, activation=None, **kwargs):  # pragma: no mutate block
         require_linear_activation("Dense", activation)
         if kwargs.get("lora_rank"):
             raise ValueError("verinet.layers.Dense does not support LoRA.")

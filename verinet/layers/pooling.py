@@ -47,8 +47,11 @@ class AveragePooling2D(keras.layers.AveragePooling2D, _PoolGeometry, AffineRule)
         >>> layer = layers.AveragePooling2D(2)
     """
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", **kwargs):
+    def __init__(
+        self, pool_size=(2, 2), strides=None, padding="valid", **kwargs
+    ):  # pragma: no mutate block
         require_channels_last("AveragePooling2D", kwargs.get("data_format"))
+        kwargs["data_format"] = "channels_last"  # not Keras's global default
         super().__init__(pool_size, strides=strides, padding=padding, **kwargs)
 
     def interval(self, lower, upper):
@@ -115,8 +118,11 @@ class MaxPooling2D(keras.layers.MaxPooling2D, _PoolGeometry, SingleInputRule):
 
     nonlinear = True
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", **kwargs):
+    def __init__(
+        self, pool_size=(2, 2), strides=None, padding="valid", **kwargs
+    ):  # pragma: no mutate block
         require_channels_last("MaxPooling2D", kwargs.get("data_format"))
+        kwargs["data_format"] = "channels_last"  # not Keras's global default
         super().__init__(pool_size, strides=strides, padding=padding, **kwargs)
 
     def interval(self, lower, upper):

@@ -47,7 +47,9 @@ class ReLU(keras.layers.ReLU, _ReluFamilyRule):
         >>> act = layers.ReLU()
     """
 
-    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+    def __init__(
+        self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs
+    ):  # pragma: no mutate block
         if max_value is not None or negative_slope != 0.0 or threshold != 0.0:
             raise InvalidInputError(
                 "verinet.layers.ReLU is the plain max(x, 0); use layers.LeakyReLU "
@@ -68,7 +70,7 @@ class LeakyReLU(keras.layers.LeakyReLU, _ReluFamilyRule):
         >>> act = layers.LeakyReLU(negative_slope=0.1)
     """
 
-    def __init__(self, negative_slope=0.3, **kwargs):
+    def __init__(self, negative_slope=0.3, **kwargs):  # pragma: no mutate block
         if not 0.0 <= negative_slope <= 1.0:
             raise InvalidInputError(
                 f"verinet.layers.LeakyReLU needs 0 <= negative_slope <= 1 "

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from verinet.layers._checks import require_channels_last
 from verinet.layers.base import AffineRule, IdentityRule
 
 
@@ -24,6 +25,12 @@ class Flatten(keras.layers.Flatten, _ReshapeRule):
         >>> from verinet import layers
         >>> layer = layers.Flatten()
     """
+
+    def __init__(self, data_format=None, **kwargs):
+        # The bound rule flattens in row-major (channels_last) order; Keras's
+        # channels_first Flatten moves the channels last first.
+        require_channels_last("Flatten", data_format)
+        super().__init__(data_format="channels_last", **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="verinet")

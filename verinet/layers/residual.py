@@ -32,7 +32,9 @@ class ResidualBlock(keras.layers.Layer):
         >>> block = layers.ResidualBlock(32)
     """
 
-    def __init__(self, filters: int, kernel_size=3, activation="relu", **kwargs):
+    def __init__(
+        self, filters: int, kernel_size=3, activation="relu", **kwargs
+    ):  # pragma: no mutate block
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = kernel_size

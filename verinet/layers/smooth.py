@@ -91,7 +91,7 @@ class GeLU(_SmoothActivation):
     _ARGMIN = {False: -0.751791, True: -0.752464}
     _MINIMUM = {False: -0.169972, True: -0.170041}
 
-    def __init__(self, approximate: bool = False, **kwargs):
+    def __init__(self, approximate: bool = False, **kwargs):  # pragma: no mutate block
         super().__init__(**kwargs)
         self.approximate = bool(approximate)
 
