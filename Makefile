@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test fuzz mutants lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,24 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
+
+# The property-based soundness tests with many fresh random examples
+# (`make test` runs a fixed, derandomized set). FUZZ_EXAMPLES sets how many
+# per test; HYPOTHESIS_SEED=N replays one run.
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	VERINET_HYPOTHESIS_PROFILE=fuzz VERINET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n 2 -q \
+		--hypothesis-show-statistics \
+		$${HYPOTHESIS_SEED:+--hypothesis-seed=$$HYPOTHESIS_SEED} \
+		tests/test_soundness_stacks.py
+
+# Mutation testing of the soundness-critical modules ([tool.mutmut] in
+# pyproject.toml) against the soundness tests; hours on 2 cores, resumable.
+# MUTANTS='verinet.bounds.perturbation*' limits the run to matching mutants.
+mutants: $(STAMP)
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q "mutmut==3.8.1"
+	$(BIN)/mutmut run --max-children $${MUTMUT_CHILDREN:-2} $(MUTANTS)
+	$(BIN)/mutmut results
 
 format: $(STAMP)
 	$(BIN)/ruff format verinet tests benchmarks

@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# `make test` runs the same examples every time (derandomized); `make fuzz`
+# selects the "fuzz" profile: many more, freshly random examples.
 settings.register_profile("verinet", deadline=None, max_examples=25, derandomize=True)
-settings.load_profile("verinet")
+settings.register_profile(
+    "fuzz",
+    deadline=None,
+    max_examples=int(os.environ.get("VERINET_FUZZ_EXAMPLES", "500")),
+    derandomize=False,
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("VERINET_HYPOTHESIS_PROFILE", "verinet"))
 
 
 @pytest.fixture(autouse=True)
