@@ -295,7 +295,7 @@ def _assert_reports_equal(a, b):
 
 
 def _synthetic_report():
-    margins = np.array([[np.inf, 0.5, -np.inf], [-1.25, np.inf, np.nan]])
+    margins = np.array([[np.inf, 0.5, 2.0], [-1.25, np.inf, np.nan]])
     adversarial = np.array([[[np.nan, np.nan]], [[0.25, -0.0]]])
     return vn.CertificationReport(
         verified=np.array([True, False]),
@@ -338,8 +338,14 @@ def test_saved_file_is_standard_json(tmp_path):
     text = path.read_text()
     # Strict JSON: no bare NaN/Infinity tokens.
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert data["verified"] == [True, False]
+    assert data["summary"]["verified"] == 1 and data["summary"]["falsified"] == 1
     assert data["epsilon"] == 0.125
+    # The single-document form carries the arrays inline, also strict JSON.
+    inline = json.loads(
+        _synthetic_report().to_json(),
+        parse_constant=lambda c: pytest.fail(f"bare {c}"),
+    )
+    assert inline["verified"] == [True, False]
 
 
 def test_save_leaves_no_temporary_files(tmp_path):
@@ -349,7 +355,7 @@ def test_save_leaves_no_temporary_files(tmp_path):
     report.save(folder / "a.json")
     report.save(folder / "a.json")  # overwrite
     report.save(folder / "b.json")
-    assert sorted(os.listdir(folder)) == ["a.json", "b.json"]
+    assert sorted(os.listdir(folder)) == ["a.json", "a.npz", "b.json", "b.npz"]
 
 
 @pytest.mark.parametrize("where", ["to_json", "json.dumps", "os.replace"])
@@ -376,7 +382,7 @@ def test_failed_save_to_new_path_creates_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(
         vn.CertificationReport,
         "to_json",
-        lambda self: (_ for _ in ()).throw(KeyboardInterrupt()),
+        lambda self, *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt()),
     )
     with pytest.raises(KeyboardInterrupt):
         _synthetic_report().save(tmp_path / "new.json")

@@ -3,6 +3,7 @@
 import verinet as vn  # noqa: I001 - verinet before keras
 
 import argparse
+import json
 import os
 import re
 import tempfile
@@ -430,3 +431,22 @@ def test_load_model_errors_say_what_is_wrong(tmp_path):
     broken.write_bytes(b"not a zip file")
     with pytest.raises(vn.InvalidInputError, match="Cannot load Keras model"):
         vn.load_model(broken)
+
+
+def test_export_refuses_an_unhashed_report_unless_allowed(trained, tmp_path, capsys):
+    folder, report = trained
+    data = report.to_dict()  # rewritten as verinet 0.1 wrote it: no hashes
+    data["format"] = "verinet.CertificationReport/1"
+    for key in ("weights_sha256", "onnx_weights_sha256", "report_sha256"):
+        data.pop(key, None)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    args = ["export", str(folder / "model.keras"), "-o", str(tmp_path / "m.onnx")]
+    args += ["--report", str(old)]
+    assert main(args) == 2
+    assert "--allow-unhashed-report" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    assert main([*args, "--allow-unhashed-report"]) == 0
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert meta["verinet.report_weights"] == "unchecked"
+    assert float(meta["verinet.verified_accuracy"]) == report.verified_accuracy

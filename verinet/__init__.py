@@ -26,18 +26,21 @@ from verinet.bounds import compute_bounds, margin_bounds  # noqa: E402
 from verinet.certify import CertificationReport, certify  # noqa: E402
 from verinet.deploy import certify_onnx, deploy, export_onnx, from_onnx  # noqa: E402
 from verinet.errors import (  # noqa: E402
+    CertificateMismatchWarning,
     InvalidInputError,
     SoundnessError,
     UnsupportedLayerError,
     VerinetError,
 )
 from verinet.models import Model, Sequential, convert  # noqa: E402
+from verinet.saving import load_model  # noqa: E402
 from verinet.vnnlib import verify  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendError",
+    "CertificateMismatchWarning",
     "CertificationReport",
     "InvalidInputError",
     "Model",
@@ -56,6 +59,7 @@ __all__ = [
     "export_onnx",
     "from_onnx",
     "layers",
+    "load_model",
     "margin_bounds",
     "objectives",
     "schedules",

@@ -204,14 +204,21 @@ def _export(args) -> int:
 
     model = _load_model(args.model)
     report = CertificationReport.load(args.report) if args.report else None
-    meta = export_onnx(model, args.output, report=report, opset=args.opset)
+    meta = export_onnx(
+        model,
+        args.output,
+        report=report,
+        opset=args.opset,
+        allow_unhashed_report=args.allow_unhashed_report,
+    )
     print(f"Exported the deployed model to {args.output}")
     print(f"  weights sha256 {meta['verinet.weights_sha256']}")
     if report is not None:
         print(
             f"  certificate: {report.method}, {report.norm} "
             f"epsilon={report.epsilon:g}, "
-            f"verified accuracy {report.verified_accuracy:.4f}"
+            f"verified accuracy {report.verified_accuracy:.4f} "
+            f"(report weights: {meta.get('verinet.report_weights', 'unchecked')})"
         )
     return 0
 
@@ -284,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         help="report.json from `verinet certify` to record in the metadata "
         "(default: none, no certificate recorded)",
+    )
+    export.add_argument(
+        "--allow-unhashed-report",
+        action="store_true",
+        help="accept a report that records no weights hash (written by verinet "
+        "0.1), whose weights cannot be checked (default: refuse it)",
     )
     export.add_argument(
         "--opset",

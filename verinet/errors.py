@@ -28,3 +28,16 @@ class OnnxExportError(VerinetError, RuntimeError):
 
 class VnnlibError(VerinetError, ValueError):
     """A VNN-LIB property file is malformed or uses an unsupported construct."""
+
+
+class FileWriteError(VerinetError, OSError):
+    """A file (an ONNX model, a report) could not be written.
+
+    The message names the path the caller asked for (never a temporary file)
+    and the reason; ``errno`` is that of the failed system call.
+    """
+
+
+class CertificateMismatchWarning(UserWarning):
+    """An ONNX file's weights differ from those verinet hashed at export, so
+    the certificate figures stored in its metadata do not describe them."""

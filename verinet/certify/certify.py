@@ -9,8 +9,9 @@ import numpy as np
 from keras import ops
 
 from verinet._validation import check_batch_size, check_choice, check_x, check_y
-from verinet.attacks import FGSM, PGD
+from verinet.attacks import FGSM, PGD, TargetedPGD
 from verinet.bounds.api import (
+    _model_dtype,
     bound_batches,
     make_perturbation,
     margin_spec,
@@ -18,10 +19,13 @@ from verinet.bounds.api import (
 )
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.precision import ieee_float32
+from verinet.certify.integrity import in_perturbation_set, model_weights_sha256, rows
 from verinet.certify.report import CertificationReport
-from verinet.errors import SoundnessError, UnsupportedLayerError
+from verinet.errors import InvalidInputError, SoundnessError, UnsupportedLayerError
 
-_ATTACKS = {"pgd": PGD, "fgsm": FGSM, None: None}
+_ATTACKS = {"pgd": TargetedPGD, "fgsm": FGSM, None: None}
+#: ``attack_options`` only the untargeted ``PGD`` takes; they select it.
+_UNTARGETED_OPTIONS = frozenset({"loss", "random_start"})
 
 
 def _bound_model(model):
@@ -36,33 +40,85 @@ def _bound_model(model):
 
 
 def _make_attack(attack, model, epsilon, norm, input_range, options):
+    """The attack object ``certify`` runs.
+
+    ``"pgd"`` is ``TargetedPGD`` with its defaults (3 targets, 2 starts, 10
+    steps), ``attack_options`` overriding them. Options that only the
+    untargeted ``PGD`` takes (``loss``, ``random_start``) build that attack
+    instead, with its former defaults (30 steps, 2 restarts). ``"fgsm"`` is
+    ``FGSM``; an object passes through.
+    """
     if attack is None or not isinstance(attack, str):
         return attack
-    name = check_choice("attack", attack, ("pgd", "fgsm"))
-    if name == "pgd":
+    name = check_choice("attack", attack, tuple(k for k in _ATTACKS if k))
+    options = dict(options or {})
+    if name == "pgd" and _UNTARGETED_OPTIONS & options.keys():
         defaults = {"steps": 30, "restarts": 2}
         return PGD(
             model,
             epsilon,
             norm=norm,
             input_range=input_range,
-            **{**defaults, **(options or {})},
+            **{**defaults, **options},
         )
-    return FGSM(model, epsilon, norm=norm, input_range=input_range, **(options or {}))
+    return _ATTACKS[name](model, epsilon, norm=norm, input_range=input_range, **options)
 
 
-def _in_set(x_adv, x, epsilon, norm, input_range, tol=1e-5):
-    delta = (x_adv - x).reshape(len(x), -1)
-    size = (
-        np.abs(delta).max(axis=1) if norm == "linf" else np.linalg.norm(delta, axis=1)
-    )
-    ok = size <= epsilon * (1 + tol) + tol
-    if input_range is not None:
-        flat = x_adv.reshape(len(x), -1)
-        ok &= (flat.min(axis=1) >= input_range[0] - tol) & (
-            flat.max(axis=1) <= input_range[1] + tol
+def _f32_inside(p64, lo, hi):
+    """``p64`` rounded to float32 inside ``[lo, hi]`` (float64 bounds).
+
+    Rounding to nearest can land one ulp outside; such a coordinate is moved
+    one ulp inward, which lands inside whenever a float32 lies in
+    ``[lo, hi]`` (the clean input does, so the ball is never empty).
+    """
+    p = np.clip(p64, lo, hi).astype(np.float32)
+    p = np.where(p.astype(np.float64) < lo, np.nextafter(p, np.float32(np.inf)), p)
+    return np.where(p.astype(np.float64) > hi, np.nextafter(p, np.float32(-np.inf)), p)
+
+
+def _project(candidate, x, perturbation):
+    """Counterexample candidates moved exactly into the perturbation set.
+
+    Returns ``(points, inside)``: float32 points and a mask of those that
+    ``in_perturbation_set`` accepts (no tolerance: float64 of the float32
+    values). L∞: clip to ``[x - eps, x + eps]`` intersected with
+    ``input_range``, then step any coordinate that rounding pushed out one
+    ulp inward. L2: scale the difference onto the ball, clip to the range,
+    and shrink further until the float64 norm of the float32 difference is
+    ``<= eps``.
+    """
+    eps, norm, box = perturbation.epsilon, perturbation.norm, perturbation.input_range
+    x64 = x.astype(np.float64)
+    c64 = np.where(np.isfinite(candidate), candidate, x).astype(np.float64)
+    low, high = box if box is not None else (-np.inf, np.inf)
+    if norm == "linf":
+        points = _f32_inside(
+            c64, np.maximum(x64 - eps, low), np.minimum(x64 + eps, high)
         )
-    return ok
+        inside = in_perturbation_set(points, x, eps, norm, box)
+        for _ in range(3):  # float64 rounding of x - eps: one more ulp inward
+            if inside.all():
+                break
+            p64 = points.astype(np.float64)
+            out = (np.abs(p64 - x64) > eps) | (p64 < low) | (p64 > high)
+            points = np.where(out, np.nextafter(points, x), points)
+            inside = in_perturbation_set(points, x, eps, norm, box)
+        return points, inside
+    delta = rows(np.clip(c64, low, high) - x64)
+    size = np.sqrt(np.sum(delta * delta, axis=1))
+    scale = np.where(size > eps, eps / np.where(size > 0, size, 1.0), 1.0)
+    points = np.empty_like(x, dtype=np.float32)
+    inside = np.zeros(len(x), dtype=bool)
+    todo = np.arange(len(x))
+    for shrink in (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1.0):
+        step = delta[todo] * (scale[todo] * (1.0 - shrink))[:, None]
+        moved = x64[todo] + step.reshape(x[todo].shape)
+        points[todo] = _f32_inside(moved, low, high)
+        inside[todo] = in_perturbation_set(points[todo], x[todo], eps, norm, box)
+        todo = todo[~inside[todo]]
+        if not len(todo):
+            break
+    return points, inside
 
 
 def certify(
@@ -87,6 +143,13 @@ def certify(
     the report), and **unknown** otherwise. The attack runs on verified
     samples too: if it ever breaks one, the bound is wrong and
     ``SoundnessError`` is raised.
+
+    Every returned counterexample is a float32 point inside the perturbation
+    set exactly (no tolerance; see ``in_perturbation_set``): the attack's
+    output is projected into the set, and kept only if the model still
+    misclassifies the projected point. The report records the SHA-256 of
+    ``model``'s weights (``report.weights_sha256``), the bound dtype and the
+    clean inputs, and passes ``report.validate()``.
 
     Args:
         model: a Keras model of verinet layers, or a stock Keras model that
@@ -117,6 +180,9 @@ def certify(
     y = check_y(y, len(x), classes)
     perturbation = make_perturbation(epsilon, norm, input_range, x)
     bound_method = resolve_method(method)
+    weights = model_weights_sha256(model)
+    origin = getattr(model, "_verinet_onnx_origin", None)
+    bound_dtype = _model_dtype(model, dtype)
     model = _bound_model(model)
     attacker = _make_attack(
         attack,
@@ -152,15 +218,11 @@ def certify(
             hit = np.zeros(len(xb), dtype=bool)
             if attacker is not None:
                 candidate = np.asarray(attacker.perturb(xb, yb), dtype=np.float32)
+                # Exactly inside the set, then checked again on the model.
+                candidate, inside = _project(candidate, xb, perturbation)
                 adv_logits = model(candidate, training=False)
                 adv_pred = ops.convert_to_numpy(adv_logits).argmax(axis=1)
-                hit = (adv_pred != yb) & _in_set(
-                    candidate,
-                    xb,
-                    perturbation.epsilon,
-                    perturbation.norm,
-                    perturbation.input_range,
-                )
+                hit = (adv_pred != yb) & inside
                 adv[hit] = candidate[hit]
             adversarial.append(adv)
             broken.append(hit)
@@ -184,7 +246,7 @@ def certify(
     falsified = misclassified | attacked
     verified = proven
     unknown = ~(verified | falsified)
-    return CertificationReport(
+    report = CertificationReport(
         verified=verified,
         falsified=falsified,
         unknown=unknown,
@@ -200,4 +262,31 @@ def certify(
         if isinstance(attack, str) or attack is None
         else type(attack).__name__,
         seconds=time.perf_counter() - start,
+        dtype=bound_dtype,
+        weights_sha256=weights,
+        inputs=np.array(x, dtype=np.float32),
     )
+    _record_origin(report, origin)
+    try:
+        report.validate()
+    except InvalidInputError as exc:
+        raise SoundnessError(
+            f"verinet bug: certify produced an inconsistent report ({exc}). "
+            "Please report it with the model and inputs."
+        ) from exc
+    return report
+
+
+def _record_origin(report: CertificationReport, origin) -> None:
+    """Note the ONNX file a model was imported from (see ``vn.from_onnx``).
+
+    Only while the model still has the weights it was imported with: then
+    the report also belongs to that file (``onnx_weights_sha256``), and a
+    file whose weights no longer match its metadata is noted in
+    ``report.extra["certificate_mismatch"]``.
+    """
+    if origin is None or origin.keras_sha256 != report.weights_sha256:
+        return
+    report.onnx_weights_sha256 = origin.onnx_sha256
+    if origin.mismatch is not None:
+        report.extra["certificate_mismatch"] = origin.mismatch

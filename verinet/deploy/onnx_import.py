@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -20,17 +22,35 @@ import onnx
 from onnx import helper, numpy_helper
 
 from verinet.bounds.precision import ieee_float32
+from verinet.certify.integrity import model_weights_sha256
 from verinet.deploy.fold import UniqueNames
 from verinet.deploy.gelu_pattern import fuse_gelu
+from verinet.deploy.onnx_metadata import certificate_mismatch, weights_sha256
 from verinet.deploy.onnx_ops import HANDLERS, LAZY, SUPPORTED_OPS
 from verinet.deploy.onnx_values import Sym, identity
 from verinet.deploy.parity import TOLERANCE, output_gap, probe_inputs
-from verinet.errors import OnnxImportError
+from verinet.errors import CertificateMismatchWarning, OnnxImportError
 from verinet.layers import Conv2D, Dense, ElementwiseAffine, Permute
 
 
-def load_onnx(path) -> onnx.ModelProto:
+def load_onnx(path, check_certificate: bool = True) -> onnx.ModelProto:
     """Read and validate an ONNX file.
+
+    A file exported by verinet records ``verinet.weights_sha256``; when its
+    weights no longer hash to it (they were changed after export), a
+    ``CertificateMismatchWarning`` names the file and says that its stored
+    certificate figures do not describe these weights. A file without
+    verinet metadata (from another exporter) loads silently, and so does an
+    ``onnx.ModelProto`` passed in (check one with
+    ``verinet.deploy.onnx_metadata.certificate_mismatch``).
+
+    Args:
+        path: an ``.onnx`` file (or an ``onnx.ModelProto``).
+        check_certificate: warn on a weights/metadata mismatch (``read_metadata``
+            turns this off: it reports the check as ``weights_sha256_ok``).
+
+    Returns:
+        The checked ``onnx.ModelProto``.
 
     Raises:
         OnnxImportError: when the file is missing, corrupt, truncated or not
@@ -39,11 +59,19 @@ def load_onnx(path) -> onnx.ModelProto:
     Example:
         >>> proto = load_onnx("model.onnx")
     """
+    proto, where = _read(path)
+    if check_certificate and where is not None:
+        _warn_mismatch(certificate_mismatch(proto, where))
+    return proto
+
+
+def _read(path) -> tuple[onnx.ModelProto, str | None]:
+    """The checked proto, and how to name its file (``None`` for a proto)."""
     if isinstance(path, onnx.ModelProto):
-        proto, where = path, "The ONNX model"
+        proto, where, label = path, None, "The ONNX model"
     else:
         path = os.fspath(path)
-        where = repr(path)
+        where = label = repr(path)
         if not os.path.isfile(path):
             raise OnnxImportError(f"No ONNX file at {path!r}.")
         try:
@@ -55,13 +83,33 @@ def load_onnx(path) -> onnx.ModelProto:
             ) from None
     if not proto.graph.node or not proto.graph.output:
         raise OnnxImportError(
-            f"{where} has an empty graph (is the file truncated, or not ONNX?)."
+            f"{label} has an empty graph (is the file truncated, or not ONNX?)."
         )
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:  # noqa: BLE001 - checker raises several kinds
-        raise OnnxImportError(f"{where} is not a valid ONNX model: {exc}") from None
-    return proto
+        raise OnnxImportError(f"{label} is not a valid ONNX model: {exc}") from None
+    return proto, where
+
+
+def _warn_mismatch(message: str | None) -> None:
+    if message is not None:
+        # stacklevel 3: the line that called load_onnx / from_onnx.
+        warnings.warn(message, CertificateMismatchWarning, stacklevel=3)
+
+
+@dataclass(frozen=True)
+class OnnxOrigin:
+    """What ``from_onnx`` notes on the model it builds (``_verinet_onnx_origin``).
+
+    ``certify`` copies ``onnx_sha256`` into the report (and ``mismatch`` into
+    ``report.extra``) only while the model's weights still hash to
+    ``keras_sha256``, i.e. are the ones imported.
+    """
+
+    onnx_sha256: str
+    keras_sha256: str
+    mismatch: str | None
 
 
 class _Names(UniqueNames):
@@ -391,6 +439,10 @@ def from_onnx(path, check: bool = True) -> keras.Model:
     emit (Shape, Gather, Unsqueeze, Concat, ...). The Keras model takes
     inputs in the ONNX input's layout (e.g. ``(batch, C, H, W)``).
 
+    A file exported by verinet whose weights were changed since (they no
+    longer hash to its ``verinet.weights_sha256``) raises a
+    ``CertificateMismatchWarning`` naming the file (see ``load_onnx``).
+
     Args:
         path: an ``.onnx`` file (or an ``onnx.ModelProto``).
         check: compare the imported model with onnxruntime on random inputs
@@ -398,7 +450,11 @@ def from_onnx(path, check: bool = True) -> keras.Model:
             against a wrong import).
 
     Returns:
-        A ``vn.Model`` whose outputs match onnxruntime's.
+        A ``vn.Model`` whose outputs match onnxruntime's. ``vn.certify`` of it
+        records the file's weights hash (``report.onnx_weights_sha256``), so
+        the report can go into ``export_onnx`` of the model the file was
+        exported from, and any weights/metadata mismatch
+        (``report.extra["certificate_mismatch"]``).
 
     Raises:
         OnnxImportError: for an unreadable or invalid file, or a node that
@@ -409,10 +465,16 @@ def from_onnx(path, check: bool = True) -> keras.Model:
         >>> model = vn.from_onnx("model.onnx")
         >>> report = model.certify(x_test, y_test, epsilon=0.05)
     """
-    proto = load_onnx(path)
+    proto, where = _read(path)
+    mismatch = certificate_mismatch(proto, where or "The ONNX model")
+    if where is not None:
+        _warn_mismatch(mismatch)
     model = _Importer(proto).build()
     if check:
         check_against_onnxruntime(proto, model)
+    model._verinet_onnx_origin = OnnxOrigin(
+        weights_sha256(proto), model_weights_sha256(model), mismatch
+    )
     return model
 
 
@@ -429,7 +491,12 @@ def certify_onnx(path, x, y, epsilon: float, method="crown", **kwargs):
             ``attack``, ``norm``...).
 
     Returns:
-        A ``CertificationReport``.
+        A ``CertificationReport``. It records the file's weights hash
+        (``onnx_weights_sha256``), so ``export_onnx(model, ..., report=it)``
+        accepts it for the model the file was exported from (same opset);
+        when the file's weights no longer match its verinet metadata,
+        ``report.extra["certificate_mismatch"]`` says so (and a
+        ``CertificateMismatchWarning`` is raised).
 
     Example:
         >>> report = vn.certify_onnx("model.onnx", x_test, y_test, epsilon=0.05,

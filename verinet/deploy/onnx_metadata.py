@@ -2,19 +2,19 @@
 
 ``verinet.weights_sha256`` lets a file be matched to its certificate:
 ``read_metadata`` recomputes it from the file's weights and reports whether
-they still agree.
+they still agree, and ``certificate_mismatch`` says in words when they do
+not (``vn.from_onnx`` warns with it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from verinet.certify.integrity import little_endian_bytes
 
 
 def weights_sha256(model_proto: onnx.ModelProto) -> str:
@@ -39,13 +39,13 @@ def weights_sha256(model_proto: onnx.ModelProto) -> str:
         digest.update(tensor.name.encode())
         digest.update(str(tensor.data_type).encode())
         digest.update(json.dumps(list(array.shape)).encode())
-        digest.update(
-            np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-        )
+        digest.update(little_endian_bytes(array))
     return digest.hexdigest()
 
 
-def build_metadata(model, layout: str, report, digest: str) -> dict:
+def build_metadata(
+    model, layout: str, report, digest: str, report_weights: str | None = None
+) -> dict:
     """The ``metadata_props`` of an exported model (strings only).
 
     Args:
@@ -53,6 +53,14 @@ def build_metadata(model, layout: str, report, digest: str) -> dict:
         layout: the input layout, e.g. ``"NHWC"``.
         report: a ``CertificationReport`` or ``None``.
         digest: ``weights_sha256`` of the graph.
+        report_weights: how the report was matched to these weights:
+            ``"model"``, ``"deployed"``, ``"onnx"`` or ``"unchecked"``.
+
+    Returns:
+        The metadata, ``verinet.*`` keys to strings.
+
+    Example:
+        >>> meta = build_metadata(deployed, "NHWC", report, digest, "model")
     """
     from verinet import __version__
 
@@ -72,32 +80,55 @@ def build_metadata(model, layout: str, report, digest: str) -> dict:
                     None if report.input_range is None else list(report.input_range)
                 ),
                 "verinet.method": report.method,
+                "verinet.dtype": str(report.dtype),
+                "verinet.attack": str(report.attack),
                 "verinet.verified_accuracy": repr(report.verified_accuracy),
                 "verinet.clean_accuracy": repr(report.clean_accuracy),
                 "verinet.attack_accuracy": repr(report.attack_accuracy),
                 "verinet.num_samples": str(report.num_samples),
-                "verinet.report_sha256": hashlib.sha256(
-                    report.to_json().encode()
-                ).hexdigest(),
+                "verinet.report_sha256": report.content_sha256(),
+                "verinet.report_weights": str(report_weights),
             }
         )
     return meta
 
 
-def write_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so
-    that readers never see a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".verinet-", suffix=".onnx.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def certificate_mismatch(proto: onnx.ModelProto, where: str) -> str | None:
+    """Why the verinet metadata of ``proto`` does not describe its weights.
+
+    Args:
+        proto: a loaded ONNX model.
+        where: how to name it in the message, e.g. ``"'model.onnx'"``.
+
+    Returns:
+        ``None`` when the weights hash to the stored
+        ``verinet.weights_sha256``, or when the file has no verinet metadata
+        (a foreign ONNX file); otherwise a sentence for the user.
+
+    Example:
+        >>> certificate_mismatch(onnx.load("model.onnx"), "'model.onnx'")
+    """
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if not any(key.startswith("verinet.") for key in meta):
+        return None
+    stored = meta.get("verinet.weights_sha256")
+    actual = weights_sha256(proto)
+    if stored == actual:
+        return None
+    if "verinet.verified_accuracy" in meta:
+        figures = (
+            f"the stored certificate figures (verified accuracy "
+            f"{meta['verinet.verified_accuracy']} at {meta.get('verinet.norm')} "
+            f"epsilon {meta.get('verinet.epsilon')}) do not describe these weights"
+        )
+    else:
+        figures = "they are not the weights verinet exported"
+    recorded = "no weights hash" if stored is None else f"weights hash {stored[:12]}…"
+    return (
+        f"{where} carries verinet metadata with {recorded}, but its weights hash "
+        f"to {actual[:12]}…: the weights were changed after export, so {figures}. "
+        "Certify this file again (vn.certify_onnx) before relying on it."
+    )
 
 
 def read_metadata(path) -> dict:
@@ -116,7 +147,7 @@ def read_metadata(path) -> dict:
     """
     from verinet.deploy.onnx_import import load_onnx
 
-    proto = load_onnx(path)
+    proto = load_onnx(path, check_certificate=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     stored = meta.get("verinet.weights_sha256")
     meta["weights_sha256_ok"] = stored is not None and stored == weights_sha256(proto)
