@@ -1,4 +1,5 @@
-"""PGD and FGSM: examples stay in the perturbation set and do break models."""
+"""PGD, TargetedPGD and FGSM: examples stay in the perturbation set and do
+break models; TargetedPGD (certify's default) finds what untargeted PGD misses."""
 
 import keras
 import numpy as np
@@ -8,7 +9,8 @@ from keras import ops
 
 import verinet as vn
 from verinet import layers as L
-from verinet.attacks import FGSM, PGD
+from verinet.attacks import FGSM, PGD, TargetedPGD
+from verinet.attacks.pgd import _margin_loss
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +54,40 @@ def _attacks(model, epsilon, norm, input_range):
             input_range=input_range,
         ),
         "fgsm": FGSM(model, epsilon, norm=norm, input_range=input_range),
+        "targeted": TargetedPGD(model, epsilon, norm=norm, input_range=input_range),
+        "targeted-all-4-starts-step": TargetedPGD(
+            model,
+            epsilon,
+            targets=None,
+            restarts=4,
+            steps=6,
+            schedule="step",
+            early_exit=False,
+            norm=norm,
+            input_range=input_range,
+        ),
     }
 
 
-ATTACK_NAMES = ["pgd", "pgd-ce-restarts", "fgsm"]
+ATTACK_NAMES = [
+    "pgd",
+    "pgd-ce-restarts",
+    "fgsm",
+    "targeted",
+    "targeted-all-4-starts-step",
+]
 
 
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 @pytest.mark.parametrize(
     "norm, epsilon, input_range",
-    [("linf", 0.1, (0.0, 1.0)), ("linf", 0.2, None), ("l2", 0.8, (0.0, 1.0))],
-    ids=["linf-box", "linf-free", "l2-box"],
+    [
+        ("linf", 0.1, (0.0, 1.0)),
+        ("linf", 0.2, None),
+        ("l2", 0.8, (0.0, 1.0)),
+        ("l2", 1.5, None),
+    ],
+    ids=["linf-box", "linf-free", "l2-box", "l2-free"],
 )
 def test_examples_stay_in_the_perturbation_set(
     model, data, name, norm, epsilon, input_range
@@ -105,7 +130,7 @@ def test_l2_attack_lowers_accuracy(model, data):
     assert _accuracy(model, x_adv, y) < _accuracy(model, x, y) - 0.1
 
 
-@pytest.mark.parametrize("cls", [PGD, FGSM])
+@pytest.mark.parametrize("cls", [PGD, FGSM, TargetedPGD])
 def test_torch_in_torch_out(model, data, cls):
     _, (x, y) = data
     x_t = torch.from_numpy(x[:16].copy())
@@ -150,11 +175,26 @@ def test_same_seed_same_examples(model, data):
     a = PGD(model, 0.1, steps=3, seed=7).perturb(x[:20], y[:20])
     b = PGD(model, 0.1, steps=3, seed=7).perturb(x[:20], y[:20])
     np.testing.assert_array_equal(a, b)
-    assert callable(PGD(model, 0.1))
+    # Calling the attack is perturb; the seed really drives the random starts.
     np.testing.assert_array_equal(PGD(model, 0.1, steps=3, seed=7)(x[:20], y[:20]), a)
+    other = PGD(model, 0.1, steps=3, seed=8).perturb(x[:20], y[:20])
+    assert not np.array_equal(other, a)
 
 
-@pytest.mark.parametrize("cls", [PGD, FGSM])
+def test_targeted_same_seed_same_examples(model, data):
+    _, (x, y) = data
+    attack = TargetedPGD(model, 0.1, restarts=3, steps=4, early_exit=False, seed=7)
+    a = attack.perturb(x[:20], y[:20])
+    np.testing.assert_array_equal(attack(x[:20], y[:20]), a)
+    np.testing.assert_array_equal(
+        TargetedPGD(model, 0.1, restarts=3, steps=4, early_exit=False, seed=7).perturb(
+            x[:20], y[:20]
+        ),
+        a,
+    )
+
+
+@pytest.mark.parametrize("cls", [PGD, FGSM, TargetedPGD])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_epsilon_zero_returns_the_input(model, data, cls, norm):
     _, (x, y) = data
@@ -197,6 +237,30 @@ def test_bad_arguments_raise(model, cls, kwargs, match):
         cls(model, epsilon, **arguments)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epsilon": -0.1}, "epsilon"),
+        ({"norm": "l1"}, "norm"),
+        ({"input_range": (1.0, 0.0)}, "input_range"),
+        ({"targets": 0}, "targets"),
+        ({"targets": 2.5}, "targets"),
+        ({"targets": True}, "targets"),
+        ({"restarts": 0}, "restarts"),
+        ({"steps": 0}, "steps"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"step_size": float("nan")}, "step_size"),
+        ({"schedule": "linear"}, "schedule"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, str) else None,
+)
+def test_targeted_bad_arguments_raise(model, kwargs, match):
+    arguments = {"epsilon": 0.1, **kwargs}
+    epsilon = arguments.pop("epsilon")
+    with pytest.raises(vn.InvalidInputError, match=match):
+        TargetedPGD(model, epsilon, **arguments)
+
+
 def test_norm_name_is_case_insensitive(model):
     assert PGD(model, 0.1, norm="LINF").norm == "linf"
     assert FGSM(model, 0.1, norm="L2").norm == "l2"
@@ -207,3 +271,232 @@ def test_input_outside_range_is_refused(model, data):
     attack = PGD(model, 0.05, steps=2, input_range=(0.5, 1.0))
     with pytest.raises(vn.InvalidInputError):
         attack.perturb(x[:4], y[:4])
+
+
+# -- TargetedPGD: what it finds and what it keeps ------------------------------
+
+
+def _margins(model, x_adv, y):
+    """``max_{j != y} f_j - f_y`` per sample: positive means misclassified."""
+    x_adv = ops.convert_to_tensor(np.asarray(x_adv, dtype="float32"))
+    with torch.no_grad():
+        logits = model(x_adv, training=False)
+    labels = ops.convert_to_tensor(np.asarray(y), dtype="int64")
+    return ops.convert_to_numpy(_margin_loss(logits, labels))
+
+
+def _decoy_model():
+    """A linear 16-input, 3-class model with a decoy runner-up (worked by hand).
+
+    With ``s = sum(x) - 8`` (``s = 0`` at the centre ``x = 0.5``):
+    ``f0 = 1``, ``f1 = 0.9 - 0.05 s``, ``f2 = 0.2 + 0.6 s``. In the L∞ ball of
+    radius 0.1 around the centre, ``s`` ranges over ``[-1.6, 1.6]``:
+
+    * ``f1 - f0 = -0.1 - 0.05 s <= -0.02``: the runner-up never wins;
+    * ``f2 - f0 = -0.8 + 0.6 s`` is positive for ``s > 4/3`` and reaches
+      ``+0.16`` at the all-high vertex ``x = 0.6``: a real adversarial example.
+
+    Untargeted margin PGD follows the highest wrong class, ``f1``, whose
+    gradient points to the all-low vertex (``f2 = -0.76`` there); ``f2``
+    overtakes ``f1`` only where ``s > 0.7 / 0.65 = 1.08``, which a random start
+    (a sum of 16 uniforms on ``[-0.1, 0.1]``, standard deviation 0.23) reaches
+    with probability below 1e-5.
+    """
+    net = vn.Sequential([L.Input((16,)), L.Dense(3)])
+    kernel = np.zeros((16, 3), dtype="float32")
+    kernel[:, 1], kernel[:, 2] = -0.05, 0.6
+    net.layers[-1].set_weights([kernel, np.array([1.0, 1.3, -4.6], "float32")])
+    return net
+
+
+def test_decoy_model_is_what_the_docstring_says():
+    net = _decoy_model()
+    x = np.full((3, 16), 0.5, dtype="float32")
+    x[1], x[2] = 0.4, 0.6
+    with torch.no_grad():
+        logits = ops.convert_to_numpy(net(x, training=False))
+    np.testing.assert_allclose(
+        logits,
+        [[1.0, 0.9, 0.2], [1.0, 0.98, -0.76], [1.0, 0.82, 1.16]],
+        atol=1e-5,
+    )
+
+
+def test_targeted_pgd_finds_what_untargeted_pgd_misses():
+    net = _decoy_model()
+    x, y = np.full((1, 16), 0.5, dtype="float32"), np.array([0])
+    # certify's former default attack, and PGD from the clean point.
+    old_default = PGD(net, 0.1, steps=30, restarts=2, input_range=(0, 1))
+    assert _margins(net, old_default.perturb(x, y), y)[0] < 0
+    stuck = PGD(net, 0.1, steps=50, random_start=False, input_range=(0, 1))
+    x_stuck = stuck.perturb(x, y)
+    np.testing.assert_allclose(x_stuck, 0.4, atol=1e-6)  # the decoy's vertex
+    assert _margins(net, x_stuck, y)[0] == pytest.approx(-0.02, abs=1e-5)
+    # Class 2 ranks first by its reachable margin (0.16 against -0.02) though
+    # its clean logit is last; its gradient vertex is the all-high corner.
+    for targets in (1, 2, None):
+        attack = TargetedPGD(net, 0.1, targets=targets, input_range=(0, 1))
+        x_adv = attack.perturb(x, y)
+        np.testing.assert_allclose(x_adv, 0.6, atol=1e-6)
+        assert _margins(net, x_adv, y)[0] == pytest.approx(0.16, abs=1e-5)
+
+
+def test_certify_default_attack_falsifies_the_decoy():
+    net = _decoy_model()
+    x, y = np.full((1, 16), 0.5, dtype="float32"), np.array([0])
+    report = vn.certify(net, x, y, 0.1, input_range=(0, 1), verbose=0)
+    assert report.falsified[0] and not report.unknown[0]
+    np.testing.assert_allclose(report.adversarial_examples[0], 0.6, atol=1e-6)
+    old = PGD(net, 0.1, steps=30, restarts=2, input_range=(0, 1))
+    before = vn.certify(net, x, y, 0.1, input_range=(0, 1), verbose=0, attack=old)
+    assert before.unknown[0]
+
+
+@pytest.mark.parametrize(
+    "norm, epsilon", [("linf", 0.05), ("linf", 0.1), ("l2", 0.3), ("l2", 0.8)]
+)
+def test_targeted_breaks_every_sample_the_old_default_breaks(
+    model, data, norm, epsilon
+):
+    _, (x, y) = data
+    kwargs = {"norm": norm, "input_range": (0.0, 1.0)}
+    old = _margins(model, PGD(model, epsilon, steps=30, restarts=2, **kwargs)(x, y), y)
+    new = _margins(model, TargetedPGD(model, epsilon, **kwargs).perturb(x, y), y)
+    assert (old > 0).any() and (old <= 0).any()
+    assert np.all(new[old > 0] > 0)
+
+
+@pytest.mark.parametrize("norm, epsilon", [("linf", 0.05), ("l2", 0.5)])
+def test_more_targets_and_restarts_never_weaken(model, data, norm, epsilon):
+    # Restart 0 of target 1 is the same run in every setting, and the
+    # strongest point over all runs and the clean input is kept.
+    _, (x, y) = data
+
+    def margins(targets, restarts):
+        attack = TargetedPGD(
+            model,
+            epsilon,
+            targets=targets,
+            restarts=restarts,
+            steps=5,
+            norm=norm,
+            input_range=(0.0, 1.0),
+            early_exit=False,
+        )
+        return _margins(model, attack.perturb(x, y), y)
+
+    clean = _margins(model, x, y)
+    base = margins(1, 1)
+    assert np.all(base >= clean - 1e-6)
+    assert np.all(base > clean + 1e-3)  # every sample was pushed
+    for more in (margins(1, 3), margins(3, 1), margins(None, 3)):
+        assert np.all(more >= base - 1e-5)
+
+
+@pytest.mark.parametrize("norm, epsilon", [("linf", 0.05), ("l2", 0.5)])
+def test_early_exit_keeps_found_examples_and_changes_no_other(
+    model, data, norm, epsilon
+):
+    _, (x, y) = data
+    rows = {True: 0, False: 0}
+
+    def run(early_exit):
+        def counting(inputs, training=False):
+            rows[early_exit] += inputs.shape[0]
+            return model(inputs, training=training)
+
+        attack = TargetedPGD(
+            counting,
+            epsilon,
+            restarts=3,
+            norm=norm,
+            input_range=(0.0, 1.0),
+            early_exit=early_exit,
+        )
+        return attack.perturb(x, y)
+
+    fast, full = run(True), run(False)
+    m_fast, m_full = _margins(model, fast, y), _margins(model, full, y)
+    found = m_fast > 0
+    assert found.any() and (~found).any()
+    # The same samples are broken; the others ran exactly the same search.
+    np.testing.assert_array_equal(found, m_full > 0)
+    np.testing.assert_allclose(fast[~found], full[~found], atol=1e-6)
+    # Without early exit the search goes on and keeps the stronger points.
+    assert np.all(m_full[found] >= m_fast[found] - 1e-6)
+    assert np.any(m_full[found] > m_fast[found] + 1e-3)
+    assert rows[True] < 0.9 * rows[False]
+
+
+def test_step_length_schedules(model):
+    def lengths(schedule):
+        attack = TargetedPGD(model, 0.1, steps=8, schedule=schedule)
+        return np.array([attack.step_length(s) for s in range(8)])
+
+    np.testing.assert_allclose(lengths("constant"), 0.05)
+    np.testing.assert_allclose(lengths("step"), [0.05] * 4 + [0.025] * 2 + [0.0125] * 2)
+    cosine = lengths("cosine")
+    assert cosine[0] == pytest.approx(0.05)
+    assert np.all(np.diff(cosine) < 0) and cosine[-1] > 0
+    assert TargetedPGD(model, 0.1, step_size=0.02).step_length(0) == 0.02
+
+
+# -- certify's default attack ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "norm, epsilon, strictly_more",
+    [("linf", 0.05, False), ("linf", 0.1, False), ("l2", 0.8, True)],
+)
+def test_certify_default_falsifies_at_least_the_old_default(
+    model, data, norm, epsilon, strictly_more
+):
+    _, (x, y) = data
+    kwargs = {"norm": norm, "input_range": (0.0, 1.0), "verbose": 0}
+    new = vn.certify(model, x, y, epsilon, **kwargs)
+    old_attack = PGD(
+        model, epsilon, steps=30, restarts=2, norm=norm, input_range=(0.0, 1.0)
+    )
+    old = vn.certify(model, x, y, epsilon, attack=old_attack, **kwargs)
+    assert new.attack == "pgd"
+    np.testing.assert_array_equal(new.verified, old.verified)
+    assert np.all(new.falsified[old.falsified])
+    if strictly_more:
+        assert new.falsified.sum() > old.falsified.sum()
+    broken = new.falsified & (new.predictions == y)
+    assert _margins(model, new.adversarial_examples[broken], y[broken]).min() > 0
+
+
+def test_certify_attack_options(model, data):
+    _, (x, y) = data
+    x, y = x[:40], y[:40]
+    kwargs = {"input_range": (0.0, 1.0), "verbose": 0}
+    targeted = vn.certify(
+        model, x, y, 0.1, attack_options={"targets": 1, "steps": 4}, **kwargs
+    )
+    # Options only the untargeted PGD takes still select it, as before.
+    untargeted = vn.certify(
+        model, x, y, 0.1, attack_options={"loss": "ce", "steps": 4}, **kwargs
+    )
+    fgsm = vn.certify(model, x, y, 0.1, attack="fgsm", **kwargs)
+    for report in (targeted, untargeted, fgsm):
+        assert report.falsified.sum() > (report.predictions != y).sum()
+    with pytest.raises(vn.InvalidInputError, match="targets"):
+        vn.certify(model, x, y, 0.1, attack_options={"targets": 0}, **kwargs)
+
+
+def test_max_rows_bounds_every_model_call(model, data):
+    _, (x, y) = data
+    sizes = []
+
+    def counting(inputs, training=False):
+        sizes.append(inputs.shape[0])
+        return model(inputs, training=training)
+
+    kwargs = {"restarts": 1, "steps": 4, "input_range": (0.0, 1.0)}
+    whole = TargetedPGD(model, 0.1, **kwargs).perturb(x, y)
+    chunked = TargetedPGD(counting, 0.1, max_rows=20, **kwargs).perturb(x, y)
+    # The clean pass sees the whole batch; every attack call fits the budget.
+    assert sizes[0] == len(x) and max(sizes[1:]) <= 20 and len(sizes) > 10
+    # Without random starts the chunks run the very same search.
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)

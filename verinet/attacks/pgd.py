@@ -3,7 +3,9 @@
 An attack is an object holding its settings with one method, ``perturb``,
 that returns adversarial inputs inside the perturbation set. Attacks are
 independent of training and certification. They use torch autograd (Keras's
-torch backend) for input gradients.
+torch backend) for input gradients. ``BallAttack`` holds what every attack
+here shares (projection onto the set, random starts, numpy/torch entry
+points); ``TargetedPGD`` in ``targeted.py`` builds on it too.
 """
 
 from __future__ import annotations
@@ -30,8 +32,106 @@ def _ce_loss(logits, y):
 _LOSSES = {"margin": _margin_loss, "ce": _ce_loss}
 
 
-class PGD:
+class BallAttack:
+    """Shared parts of the gradient attacks: the threat model and the entry points.
+
+    A subclass sets ``model``, ``epsilon``, ``norm``, ``input_range`` and
+    ``seed`` (see ``_threat_model``) and implements ``_search(x, y,
+    generator, best, best_loss)``, which returns the examples as a tensor on
+    the model's device. This class projects onto the perturbation set,
+    draws random starts and converts numpy or torch inputs.
+    """
+
+    def _threat_model(self, model, epsilon, norm, input_range, seed):
+        self.model = model
+        self.epsilon = check_epsilon(epsilon)
+        self.norm = check_choice("norm", norm, ("linf", "l2"))
+        self.input_range = check_input_range(input_range)
+        self.seed = seed
+
+    def _project(self, x_adv, x):
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.epsilon, self.epsilon)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            factor = (self.epsilon / norms).clamp(max=1.0)
+            delta = delta * factor.view(-1, *[1] * (x.dim() - 1))
+        x_adv = x + delta
+        if self.input_range is not None:
+            x_adv = x_adv.clamp(*self.input_range)
+        return x_adv
+
+    def _random_point(self, x, generator):
+        """A random point of the ball around each row of ``x`` (projected)."""
+        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        if self.norm == "linf":
+            delta = (2 * noise - 1) * self.epsilon
+        else:
+            delta = torch.randn(x.shape, generator=generator).to(x.device)
+            delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(
+                -1, *[1] * (x.dim() - 1)
+            )
+            delta = (
+                delta
+                * self.epsilon
+                * noise.flatten(1)[:, :1].view(-1, *[1] * (x.dim() - 1))
+            )
+        return self._project(x + delta.to(x.dtype), x)
+
+    def perturb_tensor(self, x, y):
+        """Attack torch tensors; returns a detached tensor like ``x``.
+
+        The attack runs on the model's device; the result is moved back to
+        ``x``'s device.
+        """
+        device = x.device
+        x = ops.convert_to_tensor(x.detach())  # the Keras device
+        y = ops.convert_to_tensor(y).long()
+        return self._perturb_on_device(x, y).to(device)
+
+    def _perturb_on_device(self, x, y):
+        generator = torch.Generator().manual_seed(self.seed)
+        best = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        if self.epsilon == 0:
+            return best
+        with torch.enable_grad():  # also inside Keras's no-grad evaluation
+            return self._search(x, y, generator, best, best_loss)
+
+    def _search(self, x, y, generator, best, best_loss):
+        raise NotImplementedError
+
+    def perturb(self, x, y):
+        """Return adversarial inputs for ``(x, y)``.
+
+        Args:
+            x: inputs (numpy array or torch tensor).
+            y: integer labels.
+
+        Returns:
+            Adversarial inputs of the same kind, shape and dtype as ``x``.
+        """
+        if isinstance(x, torch.Tensor):
+            return self.perturb_tensor(x, torch.as_tensor(y))
+        check_input_range(self.input_range, np.asarray(x))
+        x_t = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
+        y_t = ops.convert_to_tensor(np.asarray(y), dtype="int64")
+        return ops.convert_to_numpy(self.perturb_tensor(x_t, y_t)).astype(
+            np.asarray(x).dtype
+        )
+
+    def __call__(self, x, y):
+        """Same as ``perturb(x, y)``."""
+        return self.perturb(x, y)
+
+
+class PGD(BallAttack):
     """Projected gradient descent (Madry et al. 2018) in an L∞ or L2 ball.
+
+    Untargeted: each step follows the gradient of one loss. For finding
+    counterexamples (``certify``'s default attack) ``TargetedPGD`` is
+    stronger at a lower cost.
 
     Args:
         model: a Keras model returning logits.
@@ -64,8 +164,7 @@ class PGD:
         random_start=True,
         seed=0,
     ):
-        self.model = model
-        self.epsilon = check_epsilon(epsilon)
+        self._threat_model(model, epsilon, norm, input_range, seed)
         self.steps = int(steps)
         self.step_size = (
             2.5 * self.epsilon / max(self.steps, 1)
@@ -73,72 +172,23 @@ class PGD:
             else float(step_size)
         )
         self.restarts = max(int(restarts), 1)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.input_range = check_input_range(input_range)
         self.loss = (
             loss
             if callable(loss)
             else _LOSSES[check_choice("loss", loss, tuple(_LOSSES))]
         )
         self.random_start = random_start
-        self.seed = seed
-
-    def _project(self, x_adv, x):
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.epsilon, self.epsilon)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            factor = (self.epsilon / norms).clamp(max=1.0)
-            delta = delta * factor.view(-1, *[1] * (x.dim() - 1))
-        x_adv = x + delta
-        if self.input_range is not None:
-            x_adv = x_adv.clamp(*self.input_range)
-        return x_adv
 
     def _start(self, x, generator):
         if not self.random_start:
             return x.clone()
-        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-        if self.norm == "linf":
-            delta = (2 * noise - 1) * self.epsilon
-        else:
-            delta = torch.randn(x.shape, generator=generator).to(x.device)
-            delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(
-                -1, *[1] * (x.dim() - 1)
-            )
-            delta = (
-                delta
-                * self.epsilon
-                * noise.flatten(1)[:, :1].view(-1, *[1] * (x.dim() - 1))
-            )
-        return self._project(x + delta.to(x.dtype), x)
+        return self._random_point(x, generator)
 
     def _step(self, grad):
         if self.norm == "linf":
             return self.step_size * grad.sign()
         norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.step_size * grad / norms.view(-1, *[1] * (grad.dim() - 1))
-
-    def perturb_tensor(self, x, y):
-        """Attack torch tensors; returns a detached tensor like ``x``.
-
-        The attack runs on the model's device; the result is moved back to
-        ``x``'s device.
-        """
-        device = x.device
-        x = ops.convert_to_tensor(x.detach())  # the Keras device
-        y = ops.convert_to_tensor(y).long()
-        return self._perturb_on_device(x, y).to(device)
-
-    def _perturb_on_device(self, x, y):
-        generator = torch.Generator().manual_seed(self.seed)
-        best = x.clone()
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        if self.epsilon == 0:
-            return best
-        with torch.enable_grad():  # also inside Keras's no-grad evaluation
-            return self._search(x, y, generator, best, best_loss)
 
     def _search(self, x, y, generator, best, best_loss):
         for _ in range(self.restarts):
@@ -155,27 +205,6 @@ class PGD:
                     best_loss = torch.where(better, score, best_loss)
                     x_adv = self._project(x_adv.detach() + self._step(grad), x)
         return best
-
-    def perturb(self, x, y):
-        """Return adversarial inputs for ``(x, y)``.
-
-        Args:
-            x: inputs (numpy array or torch tensor).
-            y: integer labels.
-
-        Returns:
-            Adversarial inputs of the same kind, shape and dtype as ``x``.
-        """
-        if isinstance(x, torch.Tensor):
-            return self.perturb_tensor(x, torch.as_tensor(y))
-        check_input_range(self.input_range, np.asarray(x))
-        x_t = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
-        y_t = ops.convert_to_tensor(np.asarray(y), dtype="int64")
-        return ops.convert_to_numpy(self.perturb_tensor(x_t, y_t)).astype(
-            np.asarray(x).dtype
-        )
-
-    __call__ = perturb
 
 
 class FGSM(PGD):
