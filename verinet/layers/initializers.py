@@ -13,7 +13,7 @@ class IBPInitializer(keras.initializers.Initializer):
 
     Keeps the width of interval bounds stable from layer to layer at
     initialization, which shortens the warm-up of IBP and CROWN-IBP training.
-    Recommended for ``robust="ibp"`` and ``robust="crown"``; pass
+    Recommended for ``robust="ibp"`` and ``robust="crown-ibp"``; pass
     ``kernel_initializer="ibp"`` to ``layers.Dense`` or ``layers.Conv2D``.
 
     Args:
