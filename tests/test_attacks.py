@@ -1,6 +1,8 @@
 """PGD, TargetedPGD and FGSM: examples stay in the perturbation set and do
 break models; TargetedPGD (certify's default) finds what untargeted PGD misses."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -259,6 +261,99 @@ def test_targeted_bad_arguments_raise(model, kwargs, match):
     epsilon = arguments.pop("epsilon")
     with pytest.raises(vn.InvalidInputError, match=match):
         TargetedPGD(model, epsilon, **arguments)
+
+
+NAN, INF = float("nan"), float("inf")
+
+# Every attack's own options are refused alike, naming the attack, the
+# argument and the value (as the training objectives' options are).
+BAD_OPTIONS = [
+    ({"steps": -3}, "steps must be an int >= 1, got -3."),
+    ({"steps": 0}, "steps must be an int >= 1, got 0."),
+    ({"steps": 2.5}, "steps must be an int >= 1, got 2.5 (float)."),
+    ({"steps": True}, "steps must be an int >= 1, got True (bool)."),
+    ({"steps": "10"}, "steps must be an int >= 1, got '10' (str)."),
+    ({"restarts": 0}, "restarts must be an int >= 1, got 0."),
+    ({"restarts": -1}, "restarts must be an int >= 1, got -1."),
+    ({"restarts": False}, "restarts must be an int >= 1, got False (bool)."),
+    ({"restarts": 2.0}, "restarts must be an int >= 1, got 2.0 (float)."),
+    ({"step_size": NAN}, "step_size must be a finite number > 0 (or None), got nan."),
+    ({"step_size": INF}, "step_size must be a finite number > 0 (or None), got inf."),
+    ({"step_size": 0.0}, "step_size must be a finite number > 0 (or None), got 0.0."),
+    ({"step_size": -0.1}, "step_size must be a finite number > 0 (or None), got -0.1"),
+    ({"step_size": True}, "step_size must be a finite number > 0 (or None), got True"),
+    (
+        {"step_size": "0.1"},
+        "step_size must be a finite number > 0 (or None), got '0.1'",
+    ),
+    ({"seed": -1}, "seed must be an int >= 0, got -1."),
+    ({"seed": 0.5}, "seed must be an int >= 0, got 0.5 (float)."),
+    ({"seed": True}, "seed must be an int >= 0, got True (bool)."),
+    ({"seed": None}, "seed must be an int >= 0, got None (NoneType)."),
+]
+
+
+@pytest.mark.parametrize("cls", [PGD, TargetedPGD])
+@pytest.mark.parametrize(
+    "kwargs, message", BAD_OPTIONS, ids=[str(k) for k, _ in BAD_OPTIONS]
+)
+def test_attack_options_are_validated(model, cls, kwargs, message):
+    with pytest.raises(vn.InvalidInputError) as info:
+        cls(model, 0.1, **kwargs)
+    assert str(info.value).startswith(f"{cls.__name__} {message}")
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, message",
+    [
+        (PGD, {"loss": "hinge"}, "Unknown PGD loss 'hinge'"),
+        (FGSM, {"loss": "hinge"}, "Unknown FGSM loss 'hinge'"),
+        (TargetedPGD, {"schedule": "linear"}, "Unknown TargetedPGD schedule"),
+        (TargetedPGD, {"targets": 0}, "TargetedPGD targets must be an int >= 1"),
+        (TargetedPGD, {"max_rows": 0}, "TargetedPGD max_rows must be an int >= 1"),
+        (TargetedPGD, {"max_rows": 1.5}, "TargetedPGD max_rows must be an int >= 1"),
+    ],
+)
+def test_choices_and_other_options_name_the_attack(model, cls, kwargs, message):
+    with pytest.raises(vn.InvalidInputError, match=re.escape(message)):
+        cls(model, 0.1, **kwargs)
+
+
+def test_good_attack_options_are_kept(model):
+    attack = PGD(model, 0.1, steps=np.int64(4), restarts=np.int32(2), seed=np.int64(3))
+    assert (attack.steps, attack.restarts, attack.seed) == (4, 2, 3)
+    assert all(type(v) is int for v in (attack.steps, attack.restarts, attack.seed))
+    assert attack.step_size == pytest.approx(2.5 * 0.1 / 4)  # the default
+    attack = PGD(model, 0.1, step_size=np.float32(0.02))
+    assert attack.step_size == pytest.approx(0.02) and type(attack.step_size) is float
+    assert PGD(model, 0.0).step_size == 0.0  # no ball, no step: still allowed
+    targeted = TargetedPGD(model, 0.1, steps=np.int64(3), step_size=0.01)
+    assert (targeted.steps, targeted.step_size) == (3, 0.01)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_fgsm_is_one_full_step_by_construction(model, epsilon):
+    attack = FGSM(model, epsilon)
+    assert (attack.steps, attack.restarts, attack.step_size) == (1, 1, epsilon)
+    assert attack.random_start is False
+    with pytest.raises(TypeError):
+        FGSM(model, epsilon, steps=3)  # not an FGSM option
+
+
+def test_certify_attack_options_errors_name_the_attack(model, data):
+    _, (x, y) = data
+    kwargs = {"input_range": (0.0, 1.0), "verbose": 0}
+    with pytest.raises(vn.InvalidInputError, match="^TargetedPGD steps must be"):
+        vn.certify(model, x[:4], y[:4], 0.1, attack_options={"steps": 0}, **kwargs)
+    with pytest.raises(vn.InvalidInputError, match="^PGD restarts must be"):
+        vn.certify(
+            model,
+            x[:4],
+            y[:4],
+            0.1,
+            attack_options={"loss": "ce", "restarts": 0},
+            **kwargs,
+        )
 
 
 def test_norm_name_is_case_insensitive(model):

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from keras import ops
 
-from verinet._validation import check_choice, check_epsilon, check_input_range
+from verinet._validation import (
+    check_choice,
+    check_epsilon,
+    check_input_range,
+    check_int,
+    check_number,
+)
 
 
 def _margin_loss(logits, y):
@@ -40,6 +46,11 @@ class BallAttack:
     generator, best, best_loss)``, which returns the examples as a tensor on
     the model's device. This class projects onto the perturbation set,
     draws random starts and converts numpy or torch inputs.
+
+    The threat model's errors name the argument (``epsilon must be ...``);
+    an attack's own options name the attack too (``PGD steps must be ...``,
+    see ``_option``), as the training objectives' options do, so an error
+    from ``certify(attack_options=...)`` says which attack refused it.
     """
 
     def _threat_model(self, model, epsilon, norm, input_range, seed):
@@ -47,7 +58,17 @@ class BallAttack:
         self.epsilon = check_epsilon(epsilon)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
         self.input_range = check_input_range(input_range)
-        self.seed = seed
+        self.seed = check_int(self._option("seed"), seed, minimum=0)
+
+    def _option(self, name: str) -> str:
+        """``name`` as this attack's errors call it, e.g. ``"PGD steps"``."""
+        return f"{type(self).__name__} {name}"
+
+    def _step_size(self, step_size):
+        """``None`` (the attack's default) or a finite step length > 0."""
+        return check_number(
+            self._option("step_size"), step_size, low=0, low_open=True, allow_none=True
+        )
 
     def _project(self, x_adv, x):
         delta = x_adv - x
@@ -135,16 +156,24 @@ class PGD(BallAttack):
 
     Args:
         model: a Keras model returning logits.
-        epsilon: radius of the ball.
-        steps: gradient steps per restart.
-        step_size: step length (default ``2.5 * epsilon / steps``).
-        restarts: random restarts; the strongest example per sample is kept.
+        epsilon: radius of the ball, a finite number >= 0.
+        steps: gradient steps per restart, an int >= 1.
+        step_size: step length, a finite number > 0 (default
+            ``2.5 * epsilon / steps``).
+        restarts: random restarts, an int >= 1; the strongest example per
+            sample is kept.
         norm: ``"linf"`` or ``"l2"``.
         input_range: optional ``(low, high)`` box the examples stay in.
         loss: ``"margin"`` (best for finding counterexamples), ``"ce"``, or a
             callable ``loss(logits, y)`` returning per-sample values to maximize.
         random_start: start each restart at a random point of the ball.
-        seed: seed of the random starts.
+        seed: seed of the random starts, an int >= 0.
+
+    Raises:
+        InvalidInputError: for a bool, float or value below 1 as ``steps`` or
+            ``restarts``, a ``step_size`` that is not a finite number > 0, a
+            bad ``seed``, or a bad threat model (epsilon, norm, input_range)
+            or ``loss``; the message names the argument and the value.
 
     Example:
         >>> attack = vn.attacks.PGD(model, epsilon=0.1, steps=20)
@@ -165,17 +194,16 @@ class PGD(BallAttack):
         seed=0,
     ):
         self._threat_model(model, epsilon, norm, input_range, seed)
-        self.steps = int(steps)
+        self.steps = check_int(self._option("steps"), steps)
+        step_size = self._step_size(step_size)
         self.step_size = (
-            2.5 * self.epsilon / max(self.steps, 1)
-            if step_size is None
-            else float(step_size)
+            2.5 * self.epsilon / self.steps if step_size is None else step_size
         )
-        self.restarts = max(int(restarts), 1)
+        self.restarts = check_int(self._option("restarts"), restarts)
         self.loss = (
             loss
             if callable(loss)
-            else _LOSSES[check_choice("loss", loss, tuple(_LOSSES))]
+            else _LOSSES[check_choice(self._option("loss"), loss, tuple(_LOSSES))]
         )
         self.random_start = random_start
 
@@ -210,6 +238,22 @@ class PGD(BallAttack):
 class FGSM(PGD):
     """Fast gradient sign method (Goodfellow et al. 2015): one full step.
 
+    One step of length ``epsilon`` from the clean input, by construction: it
+    takes no ``steps``, ``step_size`` or ``restarts``.
+
+    Args:
+        model: a Keras model returning logits.
+        epsilon: radius of the ball (and the step length), a finite
+            number >= 0.
+        norm: ``"linf"`` or ``"l2"``.
+        input_range: optional ``(low, high)`` box the examples stay in.
+        loss: ``"ce"`` (the default), ``"margin"`` or a callable, as in
+            ``PGD``.
+
+    Raises:
+        InvalidInputError: for a bad threat model (epsilon, norm,
+            input_range) or ``loss``.
+
     Example:
         >>> x_adv = vn.attacks.FGSM(model, epsilon=0.1).perturb(x_test, y_test)
     """
@@ -219,10 +263,10 @@ class FGSM(PGD):
             model,
             epsilon,
             steps=1,
-            step_size=epsilon,
             restarts=1,
             norm=norm,
             input_range=input_range,
             loss=loss,
             random_start=False,
         )
+        self.step_size = self.epsilon  # one full step (0 at epsilon 0)

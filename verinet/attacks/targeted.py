@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from verinet._validation import check_choice, check_int, check_number
+from verinet._validation import check_choice, check_int
 from verinet.attacks.pgd import BallAttack, _margin_loss
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -64,11 +64,18 @@ class TargetedPGD(BallAttack):
         norm: ``"linf"`` or ``"l2"``.
         input_range: optional ``(low, high)`` box the examples stay in.
         early_exit: stop attacking a sample once it is misclassified.
-        seed: seed of the random starts.
-        max_rows: the most inputs per model call (memory grows with it).
-            A sample takes ``targets * restarts`` rows while attacked and up
-            to ``3 * targets`` while its targets are ranked; samples are
-            attacked in chunks that fit.
+        seed: seed of the random starts, an int >= 0.
+        max_rows: the most inputs per model call (memory grows with it), an
+            int >= 1. A sample takes ``targets * restarts`` rows while
+            attacked and up to ``3 * targets`` while its targets are ranked;
+            samples are attacked in chunks that fit.
+
+    Raises:
+        InvalidInputError: for a bool, float or value below 1 as
+            ``targets``, ``restarts``, ``steps`` or ``max_rows``, a
+            ``step_size`` that is not a finite number > 0, an unknown
+            ``schedule``, a bad ``seed`` or a bad threat model (epsilon,
+            norm, input_range); the message names the argument and the value.
 
     Example:
         >>> attack = vn.attacks.TargetedPGD(model, epsilon=0.05, targets=3)
@@ -91,16 +98,17 @@ class TargetedPGD(BallAttack):
         max_rows: int = 4096,
     ):
         self._threat_model(model, epsilon, norm, input_range, seed)
-        self.targets = None if targets is None else check_int("targets", targets)
-        self.restarts = check_int("restarts", restarts)
-        self.steps = check_int("steps", steps)
-        step_size = check_number(
-            "step_size", step_size, low=0, low_open=True, allow_none=True
+        option = self._option
+        self.targets = (
+            None if targets is None else check_int(option("targets"), targets)
         )
+        self.restarts = check_int(option("restarts"), restarts)
+        self.steps = check_int(option("steps"), steps)
+        step_size = self._step_size(step_size)
         self.step_size = self.epsilon / 2 if step_size is None else step_size
-        self.schedule = check_choice("schedule", schedule, SCHEDULES)
+        self.schedule = check_choice(option("schedule"), schedule, SCHEDULES)
         self.early_exit = bool(early_exit)
-        self.max_rows = check_int("max_rows", max_rows)
+        self.max_rows = check_int(option("max_rows"), max_rows)
 
     # -- pieces ---------------------------------------------------------------
 

@@ -3,12 +3,10 @@
 The objective runs in ``compute_loss`` (which receives ``x``), so ``fit``,
 callbacks, ``History``, checkpoints and progress bars are Keras's own. Small
 callbacks keep the schedule position (a fractional-epoch counter that is
-saved with the model) and say which batch is being checked.
+saved with the model) and put the objective's name into ``History.params``.
 
-``fit`` and ``evaluate`` check their data as ``certify`` does: in-memory
-arrays once, before anything trains; generators, ``keras.utils.PyDataset``
-and torch ``DataLoader`` batches in ``train_step``/``test_step``, before the
-batch can touch a weight.
+``fit`` and ``evaluate`` check their data as ``certify`` does (arrays once,
+other data batch by batch); that lives in ``data_checks.py``.
 """
 
 from __future__ import annotations
@@ -16,17 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 from keras import ops
 
 from verinet import objectives
-from verinet._validation import (
-    as_numpy,
-    check_choice,
-    check_input_range,
-    check_training_data,
-)
+from verinet._validation import check_choice, check_input_range
 from verinet.errors import InvalidInputError
+from verinet.models.data_checks import DataChecks, is_sparse_loss
 from verinet.objectives.base import Context, serialize_value
 from verinet.schedules.schedules import Schedule, check_schedule, resolve_schedule
 
@@ -45,18 +38,10 @@ class RobustState:
     epsilon_target: float
     norm: str
     input_range: tuple | None
-    labels: bool = True
+    checks: DataChecks
     trackers: dict = field(default_factory=dict)
     position: float = 0.0
     graph: object = None
-    # Per-batch data checks (for data that is not in memory) and where the
-    # trainer is, for their messages.
-    check_train: bool = False
-    check_test: bool = False
-    test_data: str = "evaluate's data"
-    at_epoch: int = 0
-    at_batch: int = 0
-    at_test_batch: int = 0
 
     @property
     def epoch(self) -> float:
@@ -122,26 +107,6 @@ class _ReportObjective(keras.callbacks.Callback):
             self.params["robust"] = self.state.objective.name
 
 
-class _BatchTracker(keras.callbacks.Callback):
-    """Records the current epoch and batch, for per-batch check messages."""
-
-    def __init__(self, state: RobustState):
-        super().__init__()
-        self.state = state
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.state.at_epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.state.at_batch = batch
-
-    def on_test_begin(self, logs=None):
-        self.state.at_test_batch = 0
-
-    def on_test_batch_begin(self, batch, logs=None):
-        self.state.at_test_batch = batch
-
-
 def _epsilon_schedule(epsilon, epsilon_schedule, objective) -> tuple[Schedule, float]:
     """Resolve compile's epsilon arguments to ``(schedule, target)``."""
     if isinstance(epsilon, Schedule):
@@ -168,32 +133,6 @@ def _epsilon_schedule(epsilon, epsilon_schedule, objective) -> tuple[Schedule, f
 def _config_error(message):
     """The error for bad compile arguments."""
     return InvalidInputError(message)
-
-
-def _is_sparse_loss(loss) -> bool:
-    """Whether ``loss`` reads ``y`` as class indices (sparse cross-entropy)."""
-    if loss is None or isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
-        return True
-    if isinstance(loss, str):
-        return loss.lower().replace("_", "") == "sparsecategoricalcrossentropy"
-    return loss is keras.losses.sparse_categorical_crossentropy
-
-
-def _in_memory(*values) -> bool:
-    """Whether every value is an array or tensor (not a generator, dataset...)."""
-    for value in values:
-        for leaf in keras.tree.flatten(value):
-            if leaf is None:
-                continue
-            if isinstance(leaf, (keras.utils.PyDataset, str, bytes)):
-                return False
-            if not (isinstance(leaf, np.ndarray) or hasattr(leaf, "__array__")):
-                return False
-    return True
-
-
-def _is_single_array(value) -> bool:
-    return value is not None and not isinstance(value, (list, tuple, dict))
 
 
 class RobustTrainingMixin:
@@ -271,13 +210,17 @@ class RobustTrainingMixin:
                 f"{epsilon_schedule!r}."
             )
         schedule, target = _epsilon_schedule(epsilon, epsilon_schedule, objective)
+        norm = check_choice("norm", norm, ("linf", "l2"))
+        input_range = check_input_range(input_range)
         state = RobustState(
             objective=objective,
             epsilon=schedule,
             epsilon_target=target,
-            norm=check_choice("norm", norm, ("linf", "l2")),
-            input_range=check_input_range(input_range),
-            labels=objective.integer_labels or _is_sparse_loss(loss),
+            norm=norm,
+            input_range=input_range,
+            checks=DataChecks(
+                input_range, labels=objective.integer_labels or is_sparse_loss(loss)
+            ),
         )
         if objective.name != "standard" and self.built:
             from verinet.bounds.graph import BoundGraph
@@ -443,29 +386,13 @@ class RobustTrainingMixin:
         state = self._robust
         if state is None:
             return super().fit(callbacks=callbacks, **arguments)
-        check_train = not _in_memory(x, y)
-        if not check_train and x is not None:
-            self._check_dataset(x, y, "fit's x and y")
-        check_test = False
-        if validation_data is not None:
-            val_x, val_y, _ = keras.utils.unpack_x_y_sample_weight(validation_data)
-            if _in_memory(val_x, val_y):
-                if val_x is not None:
-                    self._check_dataset(val_x, val_y, "fit's validation_data")
-            else:
-                check_test = True
-        extra = [_ReportObjective(state)]
-        if state.objective.name != "standard":
-            state.epsilon = state.epsilon.with_epochs(int(epochs))
-            extra.append(ScheduleClock(state))
-        if check_train or check_test:
-            extra.append(_BatchTracker(state))
-        state.check_train, state.check_test = check_train, check_test
-        state.test_data = "fit's validation_data"
-        try:
+        with state.checks.fitting(self, x, y, validation_data) as trackers:
+            extra = [_ReportObjective(state)]
+            if state.objective.name != "standard":
+                state.epsilon = state.epsilon.with_epochs(int(epochs))
+                extra.append(ScheduleClock(state))
+            extra += trackers
             return super().fit(callbacks=[*extra, *(callbacks or [])], **arguments)
-        finally:
-            state.check_train = state.check_test = False
 
     def evaluate(
         self,
@@ -509,158 +436,26 @@ class RobustTrainingMixin:
         if state is None or kwargs.get("_use_cached_eval_dataset"):
             # fit's validation: fit checked the data or set per-batch checks.
             return super().evaluate(**arguments)
-        if _in_memory(x, y):
-            if x is not None:
-                self._check_dataset(x, y, "evaluate's x and y")
+        with state.checks.evaluating(self, x, y, callbacks) as checked_callbacks:
+            arguments["callbacks"] = checked_callbacks
             return super().evaluate(**arguments)
-        if not isinstance(callbacks, keras.callbacks.CallbackList):
-            arguments["callbacks"] = [_BatchTracker(state), *(callbacks or [])]
-        state.check_test, state.test_data = True, "evaluate's data"
-        try:
-            return super().evaluate(**arguments)
-        finally:
-            state.check_test = False
 
     def train_step(self, data):
-        state = self._robust
-        if state is not None and state.check_train:
-            self._check_batch(
-                data,
-                f"fit's training data, batch {state.at_batch} of epoch "
-                f"{state.at_epoch} (counting from 0)",
-            )
+        if self._robust is not None:
+            self._robust.checks.check_train_batch(self, data)
         return super().train_step(data)
 
     def test_step(self, data):
-        state = self._robust
-        if state is not None and state.check_test:
-            self._check_batch(
-                data, f"{state.test_data}, batch {state.at_test_batch} (from 0)"
-            )
+        if self._robust is not None:
+            self._robust.checks.check_test_batch(self, data)
         return super().test_step(data)
-
-    def _classes(self):
-        """The number of model outputs, or ``None`` when not known yet."""
-        try:
-            outputs = self.outputs
-        except (AttributeError, ValueError):
-            return None
-        if not outputs or len(outputs) != 1 or outputs[0].shape[-1] is None:
-            return None
-        return int(outputs[0].shape[-1])
-
-    def _checks_labels(self) -> bool:
-        """Labels are class indices of a ``(batch, classes)`` output."""
-        if not self._robust.labels:
-            return False
-        try:
-            outputs = self.outputs
-        except (AttributeError, ValueError):
-            return True  # not built yet: assume the usual classifier
-        return bool(outputs) and len(outputs) == 1 and len(outputs[0].shape) == 2
-
-    def _check_dataset(self, x, y, where):
-        """Check in-memory data once (see ``check_training_data``)."""
-        state = self._robust
-        if not _is_single_array(x):
-            for leaf in keras.tree.flatten(x):  # multi-input: finite values only
-                values = as_numpy(leaf)
-                if np.issubdtype(values.dtype, np.floating) and not np.all(
-                    np.isfinite(values)
-                ):
-                    raise InvalidInputError(
-                        f"{where}: an input holds NaN or infinite values."
-                    )
-            return
-        check_training_data(
-            self,
-            x,
-            y if _is_single_array(y) else None,
-            input_range=state.input_range,
-            classes=self._classes(),
-            labels=self._checks_labels(),
-            where=where,
-        )
-
-    def _check_batch(self, data, where):
-        """Check one batch on its device, with one host sync; explain on failure."""
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if not _is_single_array(x):
-            return self._check_dataset(x, y, where)
-        state = self._robust
-        x = ops.convert_to_tensor(x)
-        expected = None
-        try:
-            expected = tuple(self.inputs[0].shape[1:])
-        except (AttributeError, IndexError, TypeError, ValueError):
-            pass
-        bad = expected is not None and (
-            len(x.shape) != len(expected) + 1
-            or any(
-                e is not None and e != s
-                for e, s in zip(expected, x.shape[1:], strict=False)
-            )
-        )
-        flags = []
-        if not bad and "float" in str(x.dtype):
-            flags.append(ops.logical_not(ops.all(ops.isfinite(x))))
-        if not bad and state.input_range is not None:
-            low, high = state.input_range
-            flags += [ops.min(x) < low, ops.max(x) > high]
-        if not bad and _is_single_array(y) and self._checks_labels():
-            y = ops.convert_to_tensor(y)
-            classes = self._classes()
-            if len(y.shape) == 2 and y.shape[-1] == 1:
-                y = ops.reshape(y, (-1,))
-            if len(y.shape) != 1 or y.shape[0] != x.shape[0]:
-                bad = True
-            else:
-                flags.append(ops.min(y) < 0)
-                if classes is not None:
-                    flags.append(ops.max(y) >= classes)
-                if "float" in str(y.dtype):
-                    flags.append(ops.any(y != ops.round(y)))
-        if bad or (flags and bool(ops.any(ops.stack(flags)))):
-            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-            self._check_dataset(x, y, where)  # raises, with the details
-        return None
-
-    def _check_label_shape(self, y, y_pred):
-        """Refuse one-hot (or otherwise shaped) labels from shapes alone.
-
-        This also runs on the symbolic batch Keras builds the loss with, so
-        a generator's one-hot labels get this message rather than a torch
-        shape error; it costs no device work.
-        """
-        if not (hasattr(y, "shape") and hasattr(y_pred, "shape")):
-            return  # several outputs: Keras's own checks apply
-        shape, out = tuple(y.shape), tuple(y_pred.shape)
-        if len(out) != 2 or len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1):
-            return  # a vector of labels, or not a classifier's (batch, classes)
-        state = self._robust
-        where = (
-            "fit's training data"
-            if state.check_train
-            else state.test_data
-            if state.check_test
-            else "the labels"
-        )
-        if len(shape) == 2 and len(out) == 2 and shape[-1] == out[-1]:
-            raise InvalidInputError(
-                f"{where}: y has shape {shape} and looks one-hot encoded; pass "
-                "integer labels (y.argmax(axis=1))."
-            )
-        raise InvalidInputError(
-            f"{where}: y has shape {shape}; pass a vector of integer class labels "
-            "(batch,) or (batch, 1)."
-        )
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         state = self._robust
-        if state is not None and state.labels and y is not None:
-            self._check_label_shape(y, y_pred)
+        if state is not None and y is not None:
+            state.checks.check_label_shape(y, y_pred)
         if state is None or state.objective.name == "standard":
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if state.objective.needs_bounds and state.graph is None:
