@@ -6,127 +6,285 @@ import torch
 
 import verinet as vn
 from verinet import layers as L
-from verinet.bounds.precision import _tf32_switches, ieee_float32
+from verinet.bounds.precision import ieee_float32
+
+# ---------------------------------------------------------------------------
+# torch's reduced-precision switches, read independently of verinet
+# ---------------------------------------------------------------------------
+#
+# torch >= 2.9 has two APIs: the legacy switches (the matmul-precision enum
+# behind set_float32_matmul_precision and cuda.matmul.allow_tf32, and the
+# cudnn.allow_tf32 boolean) and a tree of fp32_precision nodes, where "none"
+# inherits from the parent. torch has no raw getters (nodes read resolved,
+# legacy flags raise when they disagree with the nodes), so the helpers
+# below read raw values by clearing parents and by making the nodes agree,
+# and put everything back.
+
+NEW_API = hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
+NODES = (
+    ("generic", "all"),
+    ("cuda", "all"),
+    ("cuda", "matmul"),
+    ("cuda", "conv"),
+    ("cuda", "rnn"),
+    ("mkldnn", "all"),
+    ("mkldnn", "matmul"),
+    ("mkldnn", "conv"),
+    ("mkldnn", "rnn"),
+)
+LEGACY_READS = {
+    "cuda.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
+    "cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
+    "float32_matmul_precision": torch.get_float32_matmul_precision,
+}
+FULL_LEGACY = {
+    "cuda.matmul.allow_tf32": False,
+    "cudnn.allow_tf32": False,
+    "float32_matmul_precision": "highest",
+}
 
 
-def _state():
-    return [getattr(obj, name) for obj, name, _ in _tf32_switches()]
+def _get(backend, op):
+    return torch._C._get_fp32_precision_getter(backend, op)
 
 
-def _tf32_on():
-    """Turn every TF32 switch on, as a user chasing GPU speed would."""
-    for obj, name, value in _tf32_switches():
-        setattr(obj, name, "tf32" if isinstance(value, str) else True)
+def _put(backend, op, value):
+    torch._C._set_fp32_precision_setter(backend, op, value)
+
+
+def _resolved():
+    """Every fp32_precision node as torch resolves it (what kernels use)."""
+    return {f"{b}.{o}": _get(b, o) for b, o in NODES} if NEW_API else {}
+
+
+def _legacy():
+    """The legacy flags as torch reports them, or "raises" where it refuses."""
+    out = {}
+    for name, read in LEGACY_READS.items():
+        try:
+            out[name] = read()
+        except RuntimeError as error:
+            assert "legacy and new API" in str(error), error
+            out[name] = "raises"
+    return out
+
+
+def _observed():
+    return {**_legacy(), **_resolved()}
+
+
+def _raw_nodes():
+    """Each node's own setting ("none" where it inherits)."""
+    raw = {}
+    for backend, op in NODES:  # parents first
+        raw[backend, op] = _get(backend, op)
+        if op == "all":
+            _put(backend, op, "none")
+    for key, value in raw.items():
+        _put(*key, value)
+    return raw
+
+
+def _snapshot():
+    """torch's complete float32 precision state, raw, left as found."""
+    if not NEW_API:
+        return _legacy()
+    raw = _raw_nodes()
+    try:
+        _put("cuda", "matmul", "ieee")
+        _put("mkldnn", "matmul", "ieee")
+        precision = torch.get_float32_matmul_precision()
+        _put("cuda", "conv", "ieee")
+        _put("cuda", "rnn", "ieee")
+        try:
+            cudnn = torch._C._get_cudnn_allow_tf32()
+        except RuntimeError:
+            cudnn = True
+    finally:
+        for key, value in raw.items():
+            _put(*key, value)
+    return {"nodes": raw, "precision": precision, "cudnn": cudnn}
+
+
+def _restore(snapshot):
+    if not NEW_API:
+        torch.set_float32_matmul_precision(snapshot["float32_matmul_precision"])
+        torch.backends.cudnn.allow_tf32 = snapshot["cudnn.allow_tf32"]
+        return
+    torch.set_float32_matmul_precision(snapshot["precision"])
+    torch._C._set_cudnn_allow_tf32(snapshot["cudnn"])
+    for key, value in snapshot["nodes"].items():
+        _put(*key, value)
 
 
 @pytest.fixture
-def tf32_on():
-    saved = _state()
-    _tf32_on()
+def torch_defaults():
+    """torch's own defaults (cuDNN convolutions in TF32) for the test; the
+    session's state back after it."""
+    saved = _snapshot()
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+    if NEW_API:
+        for backend, op in NODES:
+            if (backend, op) not in (("cuda", "conv"), ("cuda", "rnn")):
+                _put(backend, op, "none")
     yield
-    for (obj, name, _), value in zip(_tf32_switches(), saved, strict=True):
-        setattr(obj, name, value)
+    _restore(saved)
+    assert _snapshot() == saved
 
 
-def test_ieee_float32_switches_off_and_restores(tf32_on):
-    before = _state()
+def _full_precision_inside():
+    """Inside the guard: every switch full precision, through either API."""
+    assert _legacy() == FULL_LEGACY
+    assert set(_resolved().values()) <= {"ieee"}
+
+
+def _set(path, value):
+    """``torch.backends.<path> = value``."""
+    *parents, name = path.split(".")
+    obj = torch.backends
+    for part in parents:
+        obj = getattr(obj, part)
+    setattr(obj, name, value)
+
+
+# Each way a user turns reduced precision on (torch's defaults included:
+# cuDNN convolutions in TF32).
+LEGACY_WAYS = {
+    "torch defaults": [],
+    "legacy allow_tf32 flags": [
+        ("cuda.matmul.allow_tf32", True),
+        ("cudnn.allow_tf32", True),
+    ],
+    "legacy matmul flag only": [
+        ("cudnn.allow_tf32", False),
+        ("cuda.matmul.allow_tf32", True),
+    ],
+    "set_float32_matmul_precision high": [("precision", "high")],
+    "set_float32_matmul_precision medium": [("precision", "medium")],
+}
+NEW_API_WAYS = {
+    "new api cuda matmul and conv": [
+        ("cuda.matmul.fp32_precision", "tf32"),
+        ("cudnn.conv.fp32_precision", "tf32"),
+    ],
+    "new api generic root": [("fp32_precision", "tf32")],
+    "new api mkldnn matmul bf16": [("mkldnn.matmul.fp32_precision", "bf16")],
+    "new api cudnn all": [("cudnn.fp32_precision", "tf32")],
+    "legacy then new api (mixed)": [
+        ("cuda.matmul.allow_tf32", True),
+        ("cuda.matmul.fp32_precision", "ieee"),
+        ("cudnn.allow_tf32", False),
+        ("cudnn.conv.fp32_precision", "tf32"),
+    ],
+}
+WAYS = {**LEGACY_WAYS, **(NEW_API_WAYS if NEW_API else {})}
+
+
+def _turn_on(steps):
+    for path, value in steps:
+        if path == "precision":
+            torch.set_float32_matmul_precision(value)
+        else:
+            _set(path, value)
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_guard_is_full_precision_inside_and_restores_exactly(torch_defaults, way):
+    _turn_on(WAYS[way])
+    before, observed = _snapshot(), _observed()
+    assert observed != {**FULL_LEGACY, **dict.fromkeys(_resolved(), "ieee")}
     with ieee_float32():
-        assert _state() == [value for _, _, value in _tf32_switches()]
-    assert _state() == before
-    with pytest.raises(RuntimeError), ieee_float32():
-        raise RuntimeError("boom")
-    assert _state() == before
+        _full_precision_inside()
+        with ieee_float32():  # nested, as certify inside a user's guard
+            _full_precision_inside()
+        _full_precision_inside()
+    assert _snapshot() == before
+    assert _observed() == observed
+    # And after an exception in the block.
+    with pytest.raises(KeyError), ieee_float32():
+        _full_precision_inside()
+        raise KeyError("boom")
+    assert _snapshot() == before
+    assert _observed() == observed
+
+
+@pytest.mark.skipif(not NEW_API, reason="torch < 2.9 has no fp32_precision tree")
+def test_inherited_settings_stay_inherited(torch_defaults):
+    # A user who sets only the root: every node follows it, before and after.
+    torch.backends.fp32_precision = "tf32"
+    with ieee_float32():
+        pass
+    torch.backends.fp32_precision = "ieee"
+    assert _get("cuda", "matmul") == _get("mkldnn", "conv") == "ieee"
+
+
+def test_guard_leaves_torch_tf32_state_consistent(torch_defaults):
+    # After the legacy API, as before torch 2.9, the new API's nodes disagree
+    # with the legacy flags unless the guard writes both: cuBLAS reads the
+    # legacy flag (torch._C._get_cublas_allow_tf32) for every handle.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    with ieee_float32():
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.get_float32_matmul_precision() == "highest"
+    assert torch.backends.cuda.matmul.allow_tf32 is True
+    assert torch.backends.cudnn.allow_tf32 is True
+    assert torch.get_float32_matmul_precision() == "high"
+
+
+# ---------------------------------------------------------------------------
+# verinet's entry points run under the guard
+# ---------------------------------------------------------------------------
+
+
+def _torch_tf32_flags():
+    """The switches that matter as torch reports them: the fp32_precision
+    nodes of cuBLAS matmuls, cuDNN convolutions and oneDNN matmuls (torch >=
+    2.9), and the legacy flags (which raise if the two APIs disagree)."""
+    flags = {name: read() for name, read in LEGACY_READS.items()}
+    if NEW_API:
+        for backend, op in (("cuda", "matmul"), ("cuda", "conv"), ("mkldnn", "matmul")):
+            flags[f"{backend}.{op}"] = _get(backend, op)
+    return flags
+
+
+def _tf32_is_off(flags):
+    return all(value in ("ieee", False, "highest") for value in flags.values())
 
 
 class _Recorder:
-    """An attack that records the TF32 switches it runs under."""
+    """An attack that records the switches it runs under."""
 
     def __init__(self):
         self.seen = []
 
     def perturb(self, x, y):
-        self.seen.append(_state())
+        self.seen.append(_torch_tf32_flags())
         return np.asarray(x)
 
 
-def test_certify_runs_attack_and_bounds_without_tf32(tf32_on):
-    model = vn.Sequential([L.Input((4,)), L.Dense(8), L.ReLU(), L.Dense(3)])
-    x = np.random.default_rng(0).uniform(0, 1, (5, 4)).astype("float32")
-    recorder = _Recorder()
-    vn.certify(model, x, np.zeros(5, int), 0.01, attack=recorder, verbose=0)
-    ieee = [value for _, _, value in _tf32_switches()]
-    assert recorder.seen == [ieee]
-    assert _state() != ieee  # the user's setting is back afterwards
-
-
-# ---------------------------------------------------------------------------
-# The user's own TF32 switches, read back through torch (not through verinet)
-# ---------------------------------------------------------------------------
-
-
-def _torch_tf32_flags():
-    """The TF32 switches of cuBLAS matmuls and cuDNN convolutions as torch
-    reports them: its per-backend ``fp32_precision`` API where torch has it
-    (torch >= 2.9; reading the legacy ``allow_tf32`` there can raise once
-    both APIs were used), else the legacy ``allow_tf32`` booleans."""
-    matmul = torch.backends.cuda.matmul
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        return {"matmul": matmul.fp32_precision, "conv": conv.fp32_precision}
-    return {"matmul": matmul.allow_tf32, "conv": torch.backends.cudnn.allow_tf32}
-
-
-def _tf32_is_off(flags):
-    return all(value in ("ieee", False) for value in flags.values())
-
-
-def _fp32_precision_attributes():
-    """Every ``fp32_precision`` attribute torch has, parents first."""
-    found = []
-    for path in (
-        "",
-        "cuda.matmul",
-        "cudnn",
-        "cudnn.conv",
-        "cudnn.rnn",
-        "mkldnn",
-        "mkldnn.matmul",
-        "mkldnn.conv",
-        "mkldnn.rnn",
-    ):
-        obj = torch.backends
-        for part in filter(None, path.split(".")):
-            obj = getattr(obj, part, None)
-        if obj is not None and hasattr(obj, "fp32_precision"):
-            found.append(obj)
-    return found
-
-
 @pytest.fixture
-def user_tf32():
+def user_tf32(torch_defaults):
     """TF32 switched on the way users do it: the legacy flags and
-    ``set_float32_matmul_precision("high")``; everything restored after."""
-    precision = torch.get_float32_matmul_precision()
-    new_api = [(obj, obj.fp32_precision) for obj in _fp32_precision_attributes()]
-    legacy = []
-    if not new_api:  # torch < 2.9: only the legacy switches exist
-        legacy = [
-            (obj, obj.allow_tf32)
-            for obj in (torch.backends.cuda.matmul, torch.backends.cudnn)
-        ]
+    ``set_float32_matmul_precision("high")``."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.set_float32_matmul_precision("high")
     on = _torch_tf32_flags()
     assert not _tf32_is_off(on), on  # the test would prove nothing otherwise
-    yield on
-    torch.set_float32_matmul_precision(precision)
-    for obj, value in new_api:
-        obj.fp32_precision = value
-    for obj, value in legacy:
-        obj.allow_tf32 = value
-    assert torch.get_float32_matmul_precision() == precision
-    assert [obj.fp32_precision for obj, _ in new_api] == [v for _, v in new_api]
+    return on
+
+
+def test_certify_runs_attack_and_bounds_without_tf32(user_tf32):
+    model = vn.Sequential([L.Input((4,)), L.Dense(8), L.ReLU(), L.Dense(3)])
+    x = np.random.default_rng(0).uniform(0, 1, (5, 4)).astype("float32")
+    recorder = _Recorder()
+    vn.certify(model, x, np.zeros(5, int), 0.01, attack=recorder, verbose=0)
+    assert len(recorder.seen) == 1 and _tf32_is_off(recorder.seen[0])
+    assert _torch_tf32_flags() == user_tf32  # the user's setting is back
 
 
 def _spy_method(name, seen):
@@ -199,23 +357,3 @@ def test_certify_bounds_attack_and_forward_run_without_user_tf32(
     assert forward_seen and all(_tf32_is_off(flags) for flags in forward_seen)
     assert _torch_tf32_flags() == user_tf32
     assert torch.get_float32_matmul_precision() == "high"
-
-
-_NEW_TF32_API = hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
-
-
-@pytest.mark.xfail(
-    _NEW_TF32_API,
-    raises=RuntimeError,
-    strict=True,
-    reason="known bug: on torch >= 2.9 ieee_float32() sets only the new "
-    "fp32_precision API, so after the user's legacy allow_tf32 = True (or "
-    "set_float32_matmul_precision('high')) torch's cuBLAS TF32 query raises "
-    "'mix of the legacy and new APIs'; cuBLAS asks it for every handle, so "
-    "on a GPU bounds and certify would raise there.",
-)
-def test_guard_leaves_torch_tf32_state_consistent(user_tf32):
-    with ieee_float32():
-        # torch._C._get_cublas_allow_tf32: what cuBLAS consults on a GPU.
-        assert torch.backends.cuda.matmul.allow_tf32 is False
-    assert torch.backends.cuda.matmul.allow_tf32 is True

@@ -2,7 +2,9 @@
 
 import verinet as vn  # noqa: I001 - verinet before keras
 
+import importlib
 import os
+import time
 
 import keras
 import numpy as np
@@ -15,6 +17,9 @@ from verinet import vnnlib
 from verinet.deploy import export_onnx
 from verinet.errors import VnnlibError
 from verinet.vnnlib import verify
+
+# The module (the package's ``verify`` attribute is the function).
+verify_module = importlib.import_module("verinet.vnnlib.verify")
 
 
 def _declare(n_in, n_out):
@@ -346,3 +351,41 @@ def test_disjunction_is_unsat_when_every_branch_is_refuted(identity_net, tmp_pat
     )
     result = verify(identity_net, _write(tmp_path, text), timeout=30)
     assert result == "unsat" and result.counterexample is None
+
+
+class _SlowModel:
+    """The model, taking ``seconds`` longer for every forward pass: a stand-in
+    for a large network without loading the shared CPUs."""
+
+    def __init__(self, model, seconds):
+        self.model, self.seconds = model, seconds
+
+    def __call__(self, *args, **kwargs):
+        time.sleep(self.seconds)
+        return self.model(*args, **kwargs)
+
+
+def test_every_stage_respects_the_timeout(tmp_path, monkeypatch):
+    # y0 = relu(x0) - relu(x0) = 0 everywhere, so "Y_0 >= 0.5" never holds,
+    # but bounds on the whole box cannot prove it (the two relus relax
+    # independently): verify attacks with PGD, whose 51 steps take 5 s here,
+    # then splits. Before the fix PGD ran all its steps: the answer came
+    # after about 5.6 s despite timeout=1.
+    model = vn.Sequential([L.Input((2,)), L.Dense(2), L.ReLU(), L.Dense(1)])
+    model.layers[0].set_weights([np.array([[1.0, 1.0], [0.0, 0.0]]), np.zeros(2)])
+    model.layers[2].set_weights([np.array([[1.0], [-1.0]]), np.zeros(1)])
+    path = _export(model, tmp_path / "zero.onnx")
+    text = _declare(2, 1) + _box([-1, -1], [1, 1]) + "(assert (>= Y_0 0.5))"
+    init = verify_module._Problem.__init__
+
+    def slow_init(self, model, *args, **kwargs):
+        init(self, model, *args, **kwargs)
+        self.model = _SlowModel(self.model, 0.1)
+
+    monkeypatch.setattr(verify_module._Problem, "__init__", slow_init)
+    start = time.perf_counter()
+    result = verify(path, _write(tmp_path, text), method="ibp", timeout=1)
+    seconds = time.perf_counter() - start
+    assert result == "unknown"
+    assert seconds < 1 + 2, seconds
+    assert result.seconds <= seconds

@@ -196,6 +196,8 @@ def certify(
     batches = range(0, len(x), batch_size)
     show = (len(batches) > 1) if verbose == "auto" else bool(verbose)
     bar = keras.utils.Progbar(len(x), verbose=1 if show else 0, unit_name="sample")
+    if show:
+        bar.update(0)  # the bar shows at once, not after the first batch
 
     margins, predictions, adversarial, broken = [], [], [], []
     with ieee_float32():  # no TF32 in bounds, attacks or verdicts

@@ -5,7 +5,9 @@ region yields outputs meeting any spec; ``"sat"`` only with a counterexample
 that onnxruntime itself confirms (in float32, on the file); ``"unknown"``
 otherwise. The search is: concrete points (centre, random samples), bounds on
 the whole box, a PGD attack, then input splitting (branch and bound on the
-widest input) until every sub-box is proven or the time runs out.
+widest input) until every sub-box is proven or the time runs out. Every stage
+checks the deadline (PGD before each of its steps), so once the time is up
+the answer comes after at most one more model evaluation or batch of bounds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from verinet._validation import check_choice
 from verinet.bounds.api import resolve_method
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.perturbation import Perturbation, concretize_box
-from verinet.bounds.precision import float64_promotion
+from verinet.bounds.precision import float64_promotion, ieee_float32
 from verinet.errors import InvalidInputError, VnnlibError
 from verinet.vnnlib.parser import Property, Region, read
 
@@ -162,8 +164,12 @@ class _Problem:
 
     # -- attack -------------------------------------------------------------
 
-    def pgd(self, region: Region, specs, steps=50, restarts=4, seed=0):
-        """Projected sign-gradient descent on each spec's violation score."""
+    def pgd(self, region: Region, specs, steps=50, restarts=4, seed=0, deadline=None):
+        """Projected sign-gradient descent on each spec's violation score.
+
+        Gives up (``None``) once ``time.perf_counter()`` passes ``deadline``,
+        checked before every step and every confirmation.
+        """
         n = len(region.lower)
         lo = ops.convert_to_tensor(region.lower, dtype="float32")
         hi = ops.convert_to_tensor(region.upper, dtype="float32")
@@ -177,6 +183,8 @@ class _Problem:
         A_t, b_t, mask_t = (ops.convert_to_tensor(a[index]) for a in (A, b, mask))
         A_t, b_t = A_t.float(), b_t.float()
         for _ in range(steps + 1):
+            if _past(deadline):
+                return None
             x.requires_grad_(True)
             y = self.model(x.reshape(-1, *self.shape), training=False)
             y = y.reshape(len(x), -1)
@@ -185,6 +193,8 @@ class _Problem:
             worst = score.max(dim=1).values
             hits = torch.nonzero(worst <= 0).ravel()
             for k in hits.tolist():
+                if _past(deadline):
+                    return None
                 found = self.confirm(x[k].detach().cpu().numpy(), region)
                 if found is not None:
                     return found
@@ -192,6 +202,10 @@ class _Problem:
             with torch.no_grad():
                 x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
         return None
+
+
+def _past(deadline) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
 
 
 def _padded(specs):
@@ -285,6 +299,8 @@ def _solve_region(
     if any(len(spec.b) == 0 for spec in region.specs):
         found = problem.confirm(centre, region)
         return ("sat", found) if found is not None else ("unknown", None)
+    if _past(deadline):
+        return "unknown", None
     progress.stage("trying the centre and 32 random points")
     samples = region.lower + (region.upper - region.lower) * rng.random(
         (32, len(centre))
@@ -297,7 +313,7 @@ def _solve_region(
     gave_up = False
     settled = 0
     while queue:
-        if time.perf_counter() > deadline or len(queue) > MAX_OPEN_BOXES:
+        if _past(deadline) or len(queue) > MAX_OPEN_BOXES:
             return "unknown", None
         progress.stage(
             f"bounds: {settled} sub-boxes proven, {len(queue)} open, "
@@ -313,9 +329,11 @@ def _solve_region(
         if not attacked:
             attacked = True
             progress.stage("PGD attack")
-            found = problem.pgd(region, list(region.specs))
+            found = problem.pgd(region, list(region.specs), deadline=deadline)
             if found is not None:
                 return "sat", found
+            if _past(deadline):
+                return "unknown", None
         open_lo, open_up = lower[~proven], upper[~proven]
         found = problem.try_points((open_lo + open_up) / 2, region)
         if found is not None:
@@ -425,9 +443,10 @@ def verify(
     unknown = False
     for index, region in enumerate(prop.regions):
         progress.region = index
-        status, found = _solve_region(
-            problem, region, attack, deadline, int(batch_size), rng, progress
-        )
+        with ieee_float32():  # no TF32 in bounds or the attack on GPUs
+            status, found = _solve_region(
+                problem, region, attack, deadline, int(batch_size), rng, progress
+            )
         progress.say(_REGION_ANSWERS[status])
         if status == "sat":
             x, y = found
