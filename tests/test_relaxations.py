@@ -323,3 +323,39 @@ def test_gelu_interval_minimum_is_below_true_minimum(approximate):
     assert np.all(lo <= true_min)
     assert np.all(lo >= true_min - 1e-5)  # and not needlessly loose
     assert math.isfinite(float(ops.convert_to_numpy(up).max()))
+
+
+def test_smooth_relaxation_lines_are_tangent_and_chord_where_concave():
+    # On [0.5, 2.5] the sigmoid is concave: the tangent at the midpoint is a
+    # valid upper line, and of all tangents it leaves the least mean gap.
+    # The relaxation offers that slope among its candidates, so its upper line
+    # must be as close to the curve as the midpoint tangent, up to its slack.
+    lower = np.array([0.5, 1.0, 0.6], dtype="float64")
+    upper = np.array([2.5, 3.0, 1.4], dtype="float64")
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
+
+    lw, lb, uw, ub = (
+        ops.convert_to_numpy(t)
+        for t in smooth_relaxation(
+            ops.sigmoid,
+            lambda v: ops.sigmoid(v) * (1 - ops.sigmoid(v)),
+            ops.convert_to_tensor(lower),
+            ops.convert_to_tensor(upper),
+            curvature=0.1,
+        )
+    )
+    for i in range(len(lower)):
+        xs = np.linspace(lower[i], upper[i], 401)
+        m = (lower[i] + upper[i]) / 2
+        tangent = sig(m) + sig(m) * (1 - sig(m)) * (xs - m)
+        assert np.all(tangent >= sig(xs) - 1e-12)  # the reference is an upper line
+        line = uw[i] * xs + ub[i]
+        slack = 0.1 * ((upper[i] - lower[i]) / 16) ** 2 / 8 + 1e-6
+        assert np.mean(line - sig(xs)) <= np.mean(tangent - sig(xs)) + slack
+        # Below a concave curve the chord is the tightest line.
+        slope = (sig(upper[i]) - sig(lower[i])) / (upper[i] - lower[i])
+        chord = sig(lower[i]) + slope * (xs - lower[i])
+        below = lw[i] * xs + lb[i]
+        assert np.mean(sig(xs) - below) <= np.mean(sig(xs) - chord) + slack
