@@ -508,3 +508,33 @@ def test_custom_attack_object_is_used(model, test_set):
     assert Shift.calls == 1
     assert report.attack == "Shift"
     _check_partition(report, 40)
+
+
+def test_certify_predicts_in_inference_mode(rng):
+    # Dropout and batch norm behave differently in training: certify's clean
+    # and adversarial predictions must be the inference-mode ones.
+    keras.utils.set_random_seed(4)
+    model = vn.Sequential(
+        [
+            L.Input((6,)),
+            L.Dense(32),
+            L.BatchNormalization(),
+            L.ReLU(),
+            L.Dropout(0.5),
+            L.Dense(4),
+        ]
+    )
+    bn = model.layers[1]
+    bn.moving_mean.assign(rng.normal(0, 2, 32).astype("float32"))
+    bn.moving_variance.assign(rng.uniform(0.2, 5, 32).astype("float32"))
+    x = rng.uniform(0, 1, (64, 6)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False)).argmax(1)
+    y = (expected + (np.arange(64) % 5 == 0)) % 4  # a few misclassified
+    report = vn.certify(model, x, y, 0.01, input_range=(0, 1), verbose=0)
+    np.testing.assert_array_equal(report.predictions, expected)
+    np.testing.assert_array_equal(report.falsified[y != expected], True)
+    index, points = report.counterexamples()
+    broken = index[y[index] == expected[index]]  # found by the attack
+    if len(broken):
+        adv = keras.ops.convert_to_numpy(model(report.adversarial_examples[broken]))
+        assert np.all(adv.argmax(1) != y[broken])
