@@ -420,7 +420,7 @@ def test_soundness_error_names_the_samples_proven_and_broken(monkeypatch):
     # attack (a full FGSM step of 5 against logits (x, -x)) breaks all 14.
     x = np.linspace(0.125, 1.0, 14, dtype=np.float32)[:, None]
 
-    def wrong_bounds(model, xb, perturbation, method, C, upper, dtype):
+    def wrong_bounds(model, xb, *args, **kwargs):
         low = np.ones((len(xb), 2))
         low[xb[:, 0] == x[1, 0]] = -1.0
         return low, None
