@@ -28,6 +28,7 @@ from verinet.deploy import certify_onnx, deploy, export_onnx, from_onnx  # noqa:
 from verinet.errors import (  # noqa: E402
     CertificateMismatchWarning,
     InvalidInputError,
+    MemoryBudgetError,
     SoundnessError,
     UnsupportedLayerError,
     VerinetError,
@@ -43,6 +44,7 @@ __all__ = [
     "CertificateMismatchWarning",
     "CertificationReport",
     "InvalidInputError",
+    "MemoryBudgetError",
     "Model",
     "Sequential",
     "SoundnessError",

@@ -13,6 +13,11 @@ class InvalidInputError(VerinetError, ValueError):
     """An argument (data, epsilon, method, range, ...) is malformed."""
 
 
+class MemoryBudgetError(VerinetError, MemoryError):
+    """Not even one specification row of one sample fits the bound engine's
+    memory budget (see ``vn.bounds.memory_limit``)."""
+
+
 class SoundnessError(VerinetError, AssertionError):
     """A bound claimed robustness that an attack refuted: a bug, never hidden."""
 

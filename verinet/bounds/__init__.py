@@ -2,6 +2,7 @@
 
 from verinet.bounds.api import compute_bounds, margin_bounds
 from verinet.bounds.graph import BoundGraph
+from verinet.bounds.memory import memory_budget, memory_limit
 from verinet.bounds.methods import CROWN, CROWNIBP, IBP, BoundMethod
 from verinet.bounds.perturbation import L2Ball, LinfBall, Perturbation
 
@@ -16,4 +17,6 @@ __all__ = [
     "Perturbation",
     "compute_bounds",
     "margin_bounds",
+    "memory_budget",
+    "memory_limit",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from keras import ops
 
@@ -16,6 +14,7 @@ from verinet._validation import (
     check_y,
 )
 from verinet.bounds.graph import BoundGraph
+from verinet.bounds.memory import memory_budget, no_grad
 from verinet.bounds.methods import METHODS, BoundMethod, interval_pass
 from verinet.bounds.perturbation import NORMS
 from verinet.bounds.precision import float64_promotion, ieee_float32
@@ -59,7 +58,7 @@ def bound_batches(
     size = len(x) if batch_size is None else batch_size
     size = min(size, _samples_in_budget(graph, method, x, perturbation, C, dtype))
     lows, ups = [], []
-    with float64_promotion(dtype == "float64"), ieee_float32():
+    with float64_promotion(dtype == "float64"), ieee_float32(), no_grad():
         for start in range(0, len(x), size):
             xb = ops.convert_to_tensor(x[start : start + size], dtype=dtype)
             Cb = (
@@ -73,12 +72,8 @@ def bound_batches(
     return _join(lows), _join(ups)
 
 
-# Bytes the bound tensors of one batch may take; batches are split to fit.
-MEMORY_BUDGET = int(os.environ.get("VERINET_BOUND_MEMORY_MB", "2048")) * 2**20
-
-
 def _samples_in_budget(graph, method, x, perturbation, C, dtype) -> int:
-    """How many samples one batch may hold within ``MEMORY_BUDGET``."""
+    """How many samples one batch may hold within the memory budget."""
     probe = ops.convert_to_tensor(x[:1], dtype="float32")
     sizes = [
         int(np.prod(low.shape[1:]))
@@ -87,7 +82,7 @@ def _samples_in_budget(graph, method, x, perturbation, C, dtype) -> int:
     specs = sizes[graph.output] if C is None else C.shape[1]
     floats = method.floats_per_sample(graph, sizes, specs)
     itemsize = 8 if dtype == "float64" else 4
-    return max(1, MEMORY_BUDGET // (floats * itemsize))
+    return max(1, memory_budget() // (floats * itemsize))
 
 
 def _join(parts):

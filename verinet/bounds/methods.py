@@ -14,10 +14,18 @@ Every method intersects its bounds with IBP's, so it is never looser.
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 from keras import ops
 
+from verinet.bounds.memory import rows_in_budget
+from verinet.bounds.patches import Patches, add_linear, numel, to_dense
 from verinet.bounds.perturbation import concretize_box
 from verinet.layers.base import AffineRule, add_optional
+
+# Live coefficient tensors per stored one at the peak of a back-substitution
+# step (lower and upper, their positive and negative parts, gathered slopes).
+_PEAK_FACTOR = 8
 
 
 def _identity_spec(reference):
@@ -30,7 +38,9 @@ def _identity_spec(reference):
     return ops.broadcast_to(eye, (batch, n, *shape))
 
 
-def backward_pass(graph, start, lA, uA, bounds, x, perturbation, to_input=True):
+def backward_pass(
+    graph, start, lA, uA, bounds, x, perturbation, to_input=True, stats=None
+):
     """Bound ``A·node_start`` by back-substitution.
 
     Args:
@@ -42,6 +52,8 @@ def backward_pass(graph, start, lA, uA, bounds, x, perturbation, to_input=True):
         perturbation: the input set.
         to_input: ``True`` for CROWN (substitute through every layer);
             ``False`` to stop at nonlinear nodes and use their intervals.
+        stats: optional dict; ``stats["peak"]`` is set to the largest number
+            of coefficients held for one node.
 
     Returns:
         ``(lower, upper)`` tensors ``(batch, specs)`` (``None`` where unasked).
@@ -53,6 +65,12 @@ def backward_pass(graph, start, lA, uA, bounds, x, perturbation, to_input=True):
             continue
         lA_i, uA_i = pending.pop(i)
         node = graph.nodes[i]
+        if stats is not None:
+            distinct = {id(a): a for a in (lA_i, uA_i) if a is not None}
+            held = sum(numel(a) for a in distinct.values())
+            stats["peak"] = max(stats.get("peak", 0), held)
+        if i > 0 and not node.rule.supports_patches:
+            lA_i, uA_i = _dense_pair(lA_i, uA_i)
         stop_here = i == 0 or (not to_input and node.rule.nonlinear)
         if stop_here:
             if i == 0:
@@ -70,10 +88,16 @@ def backward_pass(graph, start, lA, uA, bounds, x, perturbation, to_input=True):
         for j, (la, ua) in zip(node.inputs, pairs, strict=True):
             if j in pending:
                 old_l, old_u = pending[j]
-                pending[j] = (add_optional(old_l, la), add_optional(old_u, ua))
+                pending[j] = (add_linear(old_l, la), add_linear(old_u, ua))
             else:
                 pending[j] = (la, ua)
     return lower, upper
+
+
+def _dense_pair(lA, uA):
+    """Both sides dense, converting shared coefficients once."""
+    dense_l = to_dense(lA)
+    return dense_l, dense_l if uA is lA else to_dense(uA)
 
 
 def _needs_bounds(graph):
@@ -86,13 +110,15 @@ def _needs_bounds(graph):
     return needed
 
 
-def interval_pass(graph, x, perturbation, refine=False):
+def interval_pass(graph, x, perturbation, refine=False, patches=True):
     """Interval bounds for every node.
 
     Args:
         refine: when ``True``, nodes feeding nonlinear rules get CROWN bounds
             (intersected with their interval), computed in topological order
             so later relaxations use the tighter bounds.
+        patches: let the refinement use the patches form where it applies
+            (``False``: dense coefficients only; the same bounds, more memory).
 
     Returns:
         A list of ``(lower, upper)`` per node.
@@ -104,43 +130,91 @@ def interval_pass(graph, x, perturbation, refine=False):
         low, up = node.rule.bound_interval([bounds[j] for j in node.inputs])
         if i in needed and not _is_exact(graph, i, perturbation):
             low, up = _refine(
-                graph, i, low, up, bounds, x, perturbation, i in piecewise
+                graph, i, low, up, bounds, x, perturbation, i in piecewise, patches
             )
         bounds.append((low, up))
     return bounds
 
 
-def _refine(graph, i, low, up, bounds, x, perturbation, unstable_only):
+def _refine(graph, i, low, up, bounds, x, perturbation, unstable_only, patches):
     """Tighten node ``i``'s interval by a CROWN pass to the input.
 
     With ``unstable_only`` (the node feeds only ReLU-like rules, whose
     relaxation is exact once the sign is known) only neurons whose interval
     straddles zero in some sample are bounded again.
     """
-    batch, shape = low.shape[0], tuple(low.shape[1:])
+    batch = low.shape[0]
     flat_low, flat_up = ops.reshape(low, (batch, -1)), ops.reshape(up, (batch, -1))
     n = flat_low.shape[1]
-    select = None
+    index = np.arange(n)
     if unstable_only:
         straddle = ops.any(ops.logical_and(flat_low < 0, flat_up > 0), axis=0)
         index = ops.convert_to_numpy(straddle).nonzero()[0]
         if len(index) == 0:
             return low, up
-        if len(index) < n:
-            select = ops.take(ops.eye(n, dtype=low.dtype), index, axis=0)  # (k, n)
-    if select is None:
-        spec = _identity_spec(low)
-    else:
-        rows = ops.reshape(select, (1, select.shape[0], *shape))
-        spec = ops.broadcast_to(rows, (batch, select.shape[0], *shape))
-    c_low, c_up = backward_pass(graph, i, spec, spec, bounds + [None], x, perturbation)
-    if select is not None:
-        hit = ops.sum(select, axis=0) > 0
-        c_low = ops.where(hit, ops.matmul(c_low, select), flat_low)
-        c_up = ops.where(hit, ops.matmul(c_up, select), flat_up)
+    c_low, c_up = bound_rows(
+        graph, i, low, index, bounds + [None], x, perturbation, patches
+    )
+    # Scatter the rows back: unbounded neurons read -inf / +inf.
+    slot = np.full(n, len(index))
+    slot[index] = np.arange(len(index))
+    slot = ops.convert_to_tensor(slot, dtype="int64")
+    inf = ops.full((batch, 1), float("inf"), dtype=low.dtype)
+    c_low = ops.take(ops.concatenate([c_low, -inf], axis=1), slot, axis=1)
+    c_up = ops.take(ops.concatenate([c_up, inf], axis=1), slot, axis=1)
     low = ops.maximum(low, ops.reshape(c_low, low.shape))
     up = ops.minimum(up, ops.reshape(c_up, up.shape))
     return low, up
+
+
+def _unit_rows(graph, i, index, reference, patches):
+    """Specification rows ``e_k`` (``k`` in ``index``) over node ``i``'s output,
+    in patches form when the node is an image and its rule knows that form."""
+    shape = tuple(reference.shape[1:])
+    if patches and len(shape) == 3 and graph.nodes[i].rule.supports_patches:
+        return Patches.identity(shape, index, reference.dtype)
+    n = int(np.prod(shape))
+    rows = ops.take(
+        ops.eye(n, dtype=reference.dtype), ops.convert_to_tensor(index), axis=0
+    )
+    rows = ops.reshape(rows, (1, len(index), *shape))
+    return ops.broadcast_to(rows, (reference.shape[0], len(index), *shape))
+
+
+def bound_rows(graph, i, reference, index, bounds, x, perturbation, patches=True):
+    """CROWN bounds of the neurons ``index`` (flat) of node ``i``, in chunks of
+    rows sized to the memory budget.
+
+    Args:
+        reference: a tensor shaped like node ``i``'s output (batch first).
+        patches: start from the patches form where it applies.
+
+    Returns:
+        ``(lower, upper)`` tensors ``(batch, len(index))``.
+
+    Raises:
+        MemoryBudgetError: when a single row does not fit the budget.
+    """
+    lows, ups = [], []
+    start, chunk = 0, 1  # one row first, to measure what a row costs
+    itemsize = np.dtype(keras.backend.standardize_dtype(reference.dtype)).itemsize
+    name = f"the neurons of layer {graph.nodes[i].name!r}"
+    on_cpu = "cuda" not in str(getattr(reference, "device", "cpu"))
+    while start < len(index):
+        part = index[start : start + chunk]
+        spec = _unit_rows(graph, i, part, reference, patches)
+        stats = {}
+        low, up = backward_pass(
+            graph, i, spec, spec, bounds, x, perturbation, stats=stats
+        )
+        lows.append(low)
+        ups.append(up)
+        start += len(part)
+        per_row = _PEAK_FACTOR * itemsize * stats["peak"] // len(part)
+        chunk = rows_in_budget(per_row, len(index) - start, name, on_cpu)
+    if len(lows) == 1:
+        return lows[0], ups[0]
+    return ops.concatenate(lows, axis=1), ops.concatenate(ups, axis=1)
 
 
 def _feeds_only_piecewise_linear(graph):
@@ -231,12 +305,22 @@ def ibp_spec_bounds(graph, node_bounds, x, perturbation, C, lower=True, upper=Tr
 
 
 class _BackwardMethod(BoundMethod):
-    """CROWN at the output over intermediate bounds from ``refine``."""
+    """CROWN at the output over intermediate bounds from ``refine``.
+
+    Args:
+        patches: back-substitute through convolutions in patches form (the
+            default); ``False`` keeps dense coefficients, for comparison.
+    """
 
     refine = True
 
+    def __init__(self, patches: bool = True):
+        self.patches = bool(patches)
+
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
-        node_bounds = interval_pass(graph, x, perturbation, refine=self.refine)
+        node_bounds = interval_pass(
+            graph, x, perturbation, refine=self.refine, patches=self.patches
+        )
         ibp_low, ibp_up = ibp_spec_bounds(
             graph, node_bounds, x, perturbation, C, lower, upper
         )
@@ -256,14 +340,9 @@ class _BackwardMethod(BoundMethod):
         return low, up
 
     def floats_per_sample(self, graph, sizes, specs):
-        # Back-substitution holds (specs, node) coefficient tensors, a few at a
-        # time (lower, upper, their positive and negative parts).
-        widest = max(sizes)
-        peak = specs * widest
-        if self.refine:
-            for i in _needs_bounds(graph):
-                peak = max(peak, sizes[i] * max(sizes[: i + 1]))
-        return 8 * peak + 4 * sum(sizes)
+        # The output pass holds (specs, node) coefficient tensors, a few at a
+        # time; intermediate bounds are chunked by rows to fit the budget.
+        return _PEAK_FACTOR * max(specs, 1) * max(sizes) + 4 * sum(sizes)
 
 
 class CROWN(_BackwardMethod):

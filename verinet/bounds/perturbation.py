@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from verinet.bounds.patches import Patches, to_dense
+
 
 class Perturbation:
     """The set ``{x' : ||x' - x|| <= epsilon, low <= x' <= high}``.
@@ -34,7 +36,7 @@ class Perturbation:
 
         Args:
             x: the centre, ``(batch, *input_shape)``.
-            A: coefficients ``(batch, specs, *input_shape)``.
+            A: coefficients ``(batch, specs, *input_shape)`` or ``Patches``.
             sign: ``-1`` for the minimum, ``+1`` for the maximum.
 
         Returns:
@@ -48,7 +50,13 @@ def _flat(t, batch_dims):
 
 
 def concretize_box(lower, upper, A, sign: int):
-    """Bound ``A·x`` over the box ``lower <= x <= upper``."""
+    """Bound ``A·x`` over the box ``lower <= x <= upper`` (``A`` in either form)."""
+    if isinstance(A, Patches):
+        center, radius = (lower + upper) / 2, (upper - lower) / 2
+        coeffs = A.coeffs
+        dot = _flat(coeffs * A.unfold(center), 2)
+        spread = _flat(ops.abs(coeffs) * A.unfold(radius), 2)
+        return ops.sum(dot, axis=-1) + sign * ops.sum(spread, axis=-1)
     center = _flat((lower + upper) / 2, 1)[:, None, :]
     radius = _flat((upper - lower) / 2, 1)[:, None, :]
     A = _flat(A, 2)
@@ -75,6 +83,7 @@ class L2Ball(Perturbation):
     norm = "l2"
 
     def concretize(self, x, A, sign):
+        A = to_dense(A)
         flat_A = _flat(A, 2)
         centre = ops.sum(flat_A * _flat(x, 1)[:, None, :], axis=-1)
         ball = centre + sign * self.epsilon * ops.sqrt(

@@ -1,14 +1,18 @@
 """Bound-rule interfaces every zoo layer implements.
 
 A bound rule works on tensors shaped like the layer's inputs (batch first).
-CROWN coefficients ``A`` are shaped ``(batch, specs, *node_shape)`` and the
-bias terms ``(batch, specs)``. Either of ``lA``/``uA`` may be ``None`` when
-only one side of the bound is wanted. Rules never store bounds on ``self``.
+CROWN coefficients ``A`` are shaped ``(batch, specs, *node_shape)`` (dense)
+or are a ``verinet.bounds.patches.Patches`` (rules with
+``supports_patches = True`` only), and the bias terms ``(batch, specs)``.
+Either of ``lA``/``uA`` may be ``None`` when only one side of the bound is
+wanted. Rules never store bounds on ``self``.
 """
 
 from __future__ import annotations
 
 from keras import ops
+
+from verinet.bounds.patches import coefficients, like, spread
 
 
 class BoundRule:
@@ -20,6 +24,9 @@ class BoundRule:
     """
 
     nonlinear = False
+    # Whether ``bound_backward`` accepts coefficients in patches form; the
+    # engine turns them dense first for rules that don't.
+    supports_patches = False
 
     def bound_interval(self, inputs):
         """Interval bounds of the output.
@@ -95,6 +102,7 @@ class ElementwiseRule(SingleInputRule):
     """
 
     nonlinear = True
+    supports_patches = True
     # True for ReLU-like rules: exact (linear) once the input's sign is known.
     piecewise_linear = False
 
@@ -105,18 +113,22 @@ class ElementwiseRule(SingleInputRule):
         lw, lb, uw, ub = self.relax(lower, upper)
         lA_in = uA_in = lbias = ubias = None
         if lA is not None:
-            pos, neg = ops.maximum(lA, 0.0), ops.minimum(lA, 0.0)
-            lA_in = pos * lw[:, None] + neg * uw[:, None]
-            lbias = sum_spec(pos * lb[:, None] + neg * ub[:, None])
+            A = coefficients(lA)
+            pos, neg = ops.maximum(A, 0.0), ops.minimum(A, 0.0)
+            lA_in = like(lA, pos * spread(lw, lA) + neg * spread(uw, lA))
+            lbias = sum_spec(pos * spread(lb, lA) + neg * spread(ub, lA))
         if uA is not None:
-            pos, neg = ops.maximum(uA, 0.0), ops.minimum(uA, 0.0)
-            uA_in = pos * uw[:, None] + neg * lw[:, None]
-            ubias = sum_spec(pos * ub[:, None] + neg * lb[:, None])
+            A = coefficients(uA)
+            pos, neg = ops.maximum(A, 0.0), ops.minimum(A, 0.0)
+            uA_in = like(uA, pos * spread(uw, uA) + neg * spread(lw, uA))
+            ubias = sum_spec(pos * spread(ub, uA) + neg * spread(lb, uA))
         return lA_in, uA_in, lbias, ubias
 
 
 class IdentityRule(AffineRule):
     """Identity in bounds (dropout, input layers)."""
+
+    supports_patches = True
 
     def interval(self, lower, upper):
         return lower, upper

@@ -3,9 +3,10 @@
 import keras
 from keras import ops
 
+from verinet.bounds.patches import Patches
 from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_channels_last, require_linear_activation
-from verinet.layers._conv_ops import conv2d, conv2d_transpose
+from verinet.layers._conv_ops import conv2d, conv2d_transpose, window_conv_transpose
 from verinet.layers._spatial import paddings
 from verinet.layers.base import AffineRule, cast_like, center_radius
 from verinet.layers.initializers import resolve_kernel_initializer
@@ -43,6 +44,8 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
             )
         super().__init__(filters, kernel_size, activation=None, **kwargs)
 
+    supports_patches = True
+
     def _pads(self, hw):
         return paddings(hw, self.kernel_size, self.strides, self.padding)
 
@@ -62,6 +65,8 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
         return mid - rad, mid + rad
 
     def backward_affine(self, A, input_shape):
+        if isinstance(A, Patches):
+            return self._backward_patches(A, input_shape)
         batch, specs, ho, wo, co = A.shape
         in_hw = tuple(input_shape[:2])
         flat = ops.reshape(A, (batch * specs, ho, wo, co))
@@ -73,3 +78,29 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
         if self.use_bias:  # sum over positions first: A · b with fewer products
             bias = ops.matmul(ops.sum(A, axis=(2, 3)), cast_like(self.bias, A))
         return A_in, bias
+
+    def _backward_patches(self, P, input_shape):
+        """Each row's window, transposed-convolved: it grows to
+        ``(k - 1) * stride + kernel`` and lands on the input's grid."""
+        batch, rows, kh, kw, co = P.coeffs.shape
+        kernel = cast_like(self.kernel, P.coeffs)
+        flat = ops.reshape(P.coeffs, (batch * rows, kh, kw, co))
+        coeffs = window_conv_transpose(flat, kernel, self.strides)
+        coeffs = ops.reshape(coeffs, (batch, rows, *coeffs.shape[1:]))
+        (top, _), (left, _) = self._pads(tuple(input_shape[:2]))
+        out = P.replace(
+            coeffs,
+            stride=(P.stride[0] * self.strides[0], P.stride[1] * self.strides[1]),
+            offset=(
+                P.offset[0] * self.strides[0] + top,
+                P.offset[1] * self.strides[1] + left,
+            ),
+            shape=tuple(input_shape),
+        )
+        out = out.replace(out.coeffs * out.mask())  # zero the padding's entries
+        bias = None
+        if self.use_bias:
+            bias = ops.matmul(
+                ops.sum(P.coeffs, axis=(2, 3)), cast_like(self.bias, P.coeffs)
+            )
+        return out, bias

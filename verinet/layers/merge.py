@@ -8,6 +8,8 @@ from verinet.layers.base import BoundRule
 class AddRule(BoundRule):
     """Bound rule of ``y = x_1 + ... + x_n``."""
 
+    supports_patches = True
+
     def bound_interval(self, inputs):
         lower = sum(low for low, _ in inputs)
         upper = sum(up for _, up in inputs)

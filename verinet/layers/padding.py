@@ -2,6 +2,7 @@
 
 import keras
 
+from verinet.bounds.patches import Patches
 from verinet.layers._checks import require_channels_last
 from verinet.layers.base import AffineRule
 
@@ -24,10 +25,19 @@ class ZeroPadding2D(keras.layers.ZeroPadding2D, AffineRule):
         require_channels_last("ZeroPadding2D", data_format)
         super().__init__(padding, data_format="channels_last", **kwargs)
 
+    supports_patches = True
+
     def interval(self, lower, upper):
         return self.call(lower), self.call(upper)
 
     def backward_affine(self, A, input_shape):
         (top, _), (left, _) = self.padding
+        if isinstance(A, Patches):  # the same windows, seen from the input
+            out = A.replace(
+                A.coeffs,
+                offset=(A.offset[0] + top, A.offset[1] + left),
+                shape=tuple(input_shape),
+            )
+            return out.replace(out.coeffs * out.mask()), None
         height, width = input_shape[0], input_shape[1]
         return A[:, :, top : top + height, left : left + width, :], None

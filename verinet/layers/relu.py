@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from verinet.bounds.patches import coefficients, like, spread
 from verinet.bounds.relaxations import leaky_relu_lines, leaky_relu_relaxation
 from verinet.errors import InvalidInputError
 from verinet.layers.base import ElementwiseRule, sum_spec
@@ -27,14 +28,23 @@ class _ReluFamilyRule(ElementwiseRule):
         return leaky_relu_relaxation(lower, upper, self._slope())
 
     def backward(self, lA, uA, lower, upper):
-        lw, uw, ub = (t[:, None] for t in leaky_relu_lines(lower, upper, self._slope()))
+        lines = leaky_relu_lines(lower, upper, self._slope())
         lA_in = uA_in = lbias = ubias = None
+        shared = None  # spread lines and sign mask, when both sides are one spec
         if lA is not None:
-            lA_in = lA * ops.where(lA >= 0, lw, uw)
-            lbias = -sum_spec(ops.relu(-lA) * ub)
+            A = coefficients(lA)
+            lw, uw, ub = (spread(t, lA) for t in lines)
+            positive = A >= 0
+            shared = (lw, uw, ub, positive) if uA is lA else None
+            lA_in = like(lA, A * ops.where(positive, lw, uw))
+            lbias = -sum_spec(ops.relu(-A) * ub)
         if uA is not None:
-            uA_in = uA * ops.where(uA >= 0, uw, lw)
-            ubias = sum_spec(ops.relu(uA) * ub)
+            A = coefficients(uA)
+            if shared is None:
+                lw, uw, ub = (spread(t, uA) for t in lines)
+                positive = A >= 0
+            uA_in = like(uA, A * ops.where(positive, uw, lw))
+            ubias = sum_spec(ops.relu(A) * ub)
         return lA_in, uA_in, lbias, ubias
 
 
