@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument(
         "--method",
         default="crown",
-        choices=("ibp", "crown", "crown-ibp"),
+        choices=("ibp", "crown", "crown-ibp", "alpha-crown"),
         help="bound method",
     )
     cert.add_argument(
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument(
         "--method",
         default="crown",
-        choices=("ibp", "crown", "crown-ibp"),
+        choices=("ibp", "crown", "crown-ibp", "alpha-crown"),
         help="bound method",
     )
     ver.add_argument(

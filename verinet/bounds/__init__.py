@@ -1,5 +1,6 @@
 """The bound engine: perturbation sets, relaxations and bound methods."""
 
+from verinet.bounds.alpha import AlphaCROWN
 from verinet.bounds.api import compute_bounds, margin_bounds
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.memory import memory_budget, memory_limit
@@ -7,6 +8,7 @@ from verinet.bounds.methods import CROWN, CROWNIBP, IBP, BoundMethod
 from verinet.bounds.perturbation import L2Ball, LinfBall, Perturbation
 
 __all__ = [
+    "AlphaCROWN",
     "CROWN",
     "CROWNIBP",
     "IBP",

@@ -13,16 +13,21 @@ from verinet._validation import (
     check_x,
     check_y,
 )
+from verinet.bounds.alpha import AlphaCROWN
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.memory import memory_budget, no_grad
-from verinet.bounds.methods import METHODS, BoundMethod, interval_pass
+from verinet.bounds.methods import METHODS as _BASE_METHODS
+from verinet.bounds.methods import BoundMethod, interval_pass
 from verinet.bounds.perturbation import NORMS
 from verinet.bounds.precision import float64_promotion, ieee_float32
 from verinet.errors import InvalidInputError
 
+METHODS = {**_BASE_METHODS, AlphaCROWN.name: AlphaCROWN}
+
 
 def resolve_method(method) -> BoundMethod:
-    """Turn ``"ibp" | "crown" | "crown-ibp"`` or a method object into an object."""
+    """Turn ``"ibp" | "crown" | "crown-ibp" | "alpha-crown"`` or a method object
+    into an object."""
     if isinstance(method, BoundMethod):
         return method
     return METHODS[check_choice("method", method, tuple(METHODS))]()
@@ -106,7 +111,8 @@ def compute_bounds(
         model: a Keras model made of verinet layers (see ``vn.convert``).
         x: inputs ``(batch, *input_shape)``.
         epsilon: radius of the ball, in input units.
-        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"`` or a bound method object.
+        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"`` or a
+            bound method object (e.g. ``vn.bounds.AlphaCROWN(iterations=50)``).
         norm: ``"linf"`` or ``"l2"``.
         input_range: optional ``(low, high)`` valid input box.
         C: optional specification ``(batch, specs, classes)``; bounds are then

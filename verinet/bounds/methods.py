@@ -39,7 +39,16 @@ def _identity_spec(reference):
 
 
 def backward_pass(
-    graph, start, lA, uA, bounds, x, perturbation, to_input=True, stats=None
+    graph,
+    start,
+    lA,
+    uA,
+    bounds,
+    x,
+    perturbation,
+    to_input=True,
+    stats=None,
+    alphas=None,
 ):
     """Bound ``A·node_start`` by back-substitution.
 
@@ -54,6 +63,8 @@ def backward_pass(
             ``False`` to stop at nonlinear nodes and use their intervals.
         stats: optional dict; ``stats["peak"]`` is set to the largest number
             of coefficients held for one node.
+        alphas: optional ``{node index: (alpha_lower, alpha_upper)}``: lower
+            line slopes for ReLU-family nodes (see ``_ReluFamilyRule.backward``).
 
     Returns:
         ``(lower, upper)`` tensors ``(batch, specs)`` (``None`` where unasked).
@@ -83,7 +94,14 @@ def backward_pass(
             lower, upper = add_optional(lower, lo), add_optional(upper, up)
             continue
         in_bounds = [bounds[j] for j in node.inputs]
-        pairs, lbias, ubias = node.rule.bound_backward(lA_i, uA_i, in_bounds)
+        if alphas is not None and i in alphas:
+            ((low_j, up_j),) = in_bounds
+            lA_j, uA_j, lbias, ubias = node.rule.backward(
+                lA_i, uA_i, low_j, up_j, alpha=alphas[i]
+            )
+            pairs = [(lA_j, uA_j)]
+        else:
+            pairs, lbias, ubias = node.rule.bound_backward(lA_i, uA_i, in_bounds)
         lower, upper = add_optional(lower, lbias), add_optional(upper, ubias)
         for j, (la, ua) in zip(node.inputs, pairs, strict=True):
             if j in pending:

@@ -157,7 +157,8 @@ def certify(
         x: inputs ``(n, *input_shape)``.
         y: integer labels ``(n,)``.
         epsilon: perturbation radius in input units.
-        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"`` or a method object.
+        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"`` or a
+            method object.
         attack: ``"pgd"``, ``"fgsm"``, an attack object with
             ``perturb(x, y)``, or ``None``.
         norm: ``"linf"`` or ``"l2"``.

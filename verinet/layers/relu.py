@@ -27,25 +27,45 @@ class _ReluFamilyRule(ElementwiseRule):
     def relax(self, lower, upper):
         return leaky_relu_relaxation(lower, upper, self._slope())
 
-    def backward(self, lA, uA, lower, upper):
+    def backward(self, lA, uA, lower, upper, alpha=None):
+        """CROWN back-substitution; ``alpha`` optionally sets the lower line.
+
+        Args:
+            alpha: ``(alpha_lower, alpha_upper)``, slopes of the lower line on
+                unstable neurons for the ``lA`` and ``uA`` sides, each
+                ``(batch, rows, *shape)`` (dense coefficients only) or
+                ``None``. Any slope in ``[negative_slope, 1]`` is sound; others
+                are clipped into that range. Stable neurons keep the exact line.
+        """
         lines = leaky_relu_lines(lower, upper, self._slope())
         lA_in = uA_in = lbias = ubias = None
         shared = None  # spread lines and sign mask, when both sides are one spec
         if lA is not None:
             A = coefficients(lA)
             lw, uw, ub = (spread(t, lA) for t in lines)
+            lw = self._alpha_line(lw, lower, upper, None if alpha is None else alpha[0])
             positive = A >= 0
-            shared = (lw, uw, ub, positive) if uA is lA else None
+            shared = (lw, uw, ub, positive) if uA is lA and alpha is None else None
             lA_in = like(lA, A * ops.where(positive, lw, uw))
             lbias = -sum_spec(ops.relu(-A) * ub)
         if uA is not None:
             A = coefficients(uA)
             if shared is None:
                 lw, uw, ub = (spread(t, uA) for t in lines)
+                lw = self._alpha_line(
+                    lw, lower, upper, None if alpha is None else alpha[1]
+                )
                 positive = A >= 0
             uA_in = like(uA, A * ops.where(positive, uw, lw))
             ubias = sum_spec(ops.relu(A) * ub)
         return lA_in, uA_in, lbias, ubias
+
+    def _alpha_line(self, lw, lower, upper, alpha):
+        """The lower line's slope: ``alpha`` (clipped) on unstable neurons."""
+        if alpha is None:
+            return lw
+        unstable = ops.logical_and(lower < 0, upper > 0)[:, None]
+        return ops.where(unstable, ops.clip(alpha, self._slope(), 1.0), lw)
 
 
 @keras.saving.register_keras_serializable(package="verinet")

@@ -379,7 +379,8 @@ def verify(
         vnnlib_path: the property file, or a ``Property`` from
             ``vn.vnnlib.read``. ``X_i`` index the ONNX input flattened in
             row-major order, ``Y_j`` the flattened output.
-        method: bound method, ``"crown"``, ``"crown-ibp"``, ``"ibp"`` or an
+        method: bound method, ``"crown"``, ``"alpha-crown"``, ``"crown-ibp"``,
+            ``"ibp"`` or an
             object.
         attack: ``"pgd"`` or ``None`` (concrete samples are always tried).
         timeout: seconds before answering ``"unknown"``.

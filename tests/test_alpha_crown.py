@@ -1,0 +1,266 @@
+"""alpha-CROWN: sound for any slope, never looser than CROWN, tighter on
+average, and accepted wherever a bound method is."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import torch
+from soundness_utils import (
+    assert_contains,
+    check_soundness,
+    empirical_extremes,
+    random_inputs,
+    randomize_weights,
+)
+
+import verinet as vn
+from verinet import layers
+from verinet.bounds.alpha import AlphaCROWN
+from verinet.bounds.methods import _spec_or_identity, backward_pass, interval_pass
+from verinet.bounds.perturbation import LinfBall
+
+
+def _mlp(slope=0.0):
+    act = layers.ReLU if slope == 0.0 else (lambda: layers.LeakyReLU(slope))
+    return keras.Sequential(
+        [
+            layers.Input((5,)),
+            layers.Dense(12),
+            act(),
+            layers.Dense(12),
+            act(),
+            layers.Dense(4),
+        ]
+    )
+
+
+def _cnn():
+    return keras.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            layers.Conv2D(4, 3, strides=2, padding="same"),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.Conv2D(6, 3, padding="same"),
+            layers.ReLU(),
+            layers.Flatten(),
+            layers.Dense(10),
+            layers.ReLU(),
+            layers.Dense(3),
+        ]
+    )
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_slopes_are_sound_and_out_of_range_ones_are_clipped(slope, seed):
+    """Any slope in [a, 1] is sound: draw them at random (many far outside
+    the range, which the rule must clip) and check against a search."""
+    rng = np.random.default_rng(seed)
+    model = randomize_weights(_mlp(slope), rng, scale=2.0)
+    x = random_inputs((5,), 3, rng)
+    epsilon = 0.4
+    ext = empirical_extremes(model, x, epsilon, n_samples=256, seed=seed)
+    graph = vn.bounds.BoundGraph(model)
+    xt = keras.ops.convert_to_tensor(x)
+    ball = LinfBall(epsilon)
+    with torch.no_grad():
+        bounds = interval_pass(graph, xt, ball, refine=True)
+        spec = _spec_or_identity(bounds[graph.output][0], None)
+        alphas = {}
+        for i, node in enumerate(graph.nodes):
+            if getattr(node.rule, "piecewise_linear", False):
+                shape = (3, 4, *bounds[i][0].shape[1:])
+                draw = rng.uniform(-1.0, 2.0, size=(2, *shape)).astype(np.float32)
+                alphas[i] = tuple(keras.ops.convert_to_tensor(d) for d in draw)
+        low, up = backward_pass(
+            graph, graph.output, spec, spec, bounds, xt, ball, alphas=alphas
+        )
+    assert_contains(
+        keras.ops.convert_to_numpy(low),
+        keras.ops.convert_to_numpy(up),
+        ext,
+        f"random slopes, leak {slope}",
+    )
+
+
+def _separable(c, d, slope=0.0):
+    """``y_i = c_i * act(x_i) + d_i * x_i``: each output is a function of one
+    input, so its extremes over a box are exact: the least and greatest of
+    its values at ``l_i``, ``u_i`` and ``0`` (the only kink)."""
+    k = len(c)
+    inp = layers.Input((k,))
+    act = layers.ReLU() if slope == 0.0 else layers.LeakyReLU(slope)
+    a = layers.Dense(k, use_bias=False)(act(inp))
+    b = layers.Dense(k, use_bias=False)(inp)
+    model = keras.Model(inp, layers.Add()([a, b]))
+    model.layers[2].set_weights([np.diag(c)])
+    model.layers[3].set_weights([np.diag(d)])
+    return model
+
+
+def _exact_extremes(c, d, low, up, slope):
+    def f(t):
+        return c * np.maximum(t, slope * t) + d * t
+
+    points = np.stack([f(low), f(up), f(np.clip(0.0, low, up))])
+    return points.min(0), points.max(0)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.3])
+def test_every_clipped_slope_is_sound_on_exact_one_dimensional_pieces(slope):
+    """Slopes drawn in [-1, 2] (clipped by the rule into [a, 1]) against the
+    exact extremes: a slope range off by 1% at either end is caught."""
+    rng = np.random.default_rng(11)
+    k, batch, eps = 48, 8, 1.0
+    c = rng.uniform(-2, 2, k).astype(np.float32)
+    d = rng.uniform(-3, 3, k).astype(np.float32)
+    model = _separable(c, d, slope)
+    # Mostly unstable neurons, a third stable (their line is exact, whatever
+    # the slopes say).
+    x = rng.uniform(-0.9, 0.9, (batch, k)).astype(np.float32)
+    x[:, ::3] = rng.choice([-1.0, 1.0], (batch, k // 3 + (k % 3 > 0))) * rng.uniform(
+        1.05, 2.0, (batch, k // 3 + (k % 3 > 0))
+    )
+    stable = np.abs(x) >= eps
+    exact_lo, exact_hi = _exact_extremes(c, d, x - eps, x + eps, slope)
+    graph = vn.bounds.BoundGraph(model)
+    xt = keras.ops.convert_to_tensor(x)
+    ball = LinfBall(eps)
+    (relu,) = [
+        i
+        for i, n in enumerate(graph.nodes)
+        if getattr(n.rule, "piecewise_linear", False)
+    ]
+    with torch.no_grad():
+        bounds = interval_pass(graph, xt, ball, refine=True)
+        spec = _spec_or_identity(bounds[graph.output][0], None)
+        for _ in range(4):
+            draw = rng.uniform(-1.0, 2.0, size=(2, batch, k, k)).astype(np.float32)
+            draw[:, :, :, ::3] = rng.choice([-1.0, 2.0], size=draw[:, :, :, ::3].shape)
+            alphas = {relu: tuple(keras.ops.convert_to_tensor(a) for a in draw)}
+            low, up = backward_pass(
+                graph, graph.output, spec, spec, bounds, xt, ball, alphas=alphas
+            )
+            low, up = keras.ops.convert_to_numpy(low), keras.ops.convert_to_numpy(up)
+            assert np.all(low <= exact_lo + 1e-5), (low - exact_lo).max()
+            assert np.all(up >= exact_hi - 1e-5), (exact_hi - up).min()
+            np.testing.assert_allclose(low[stable], exact_lo[stable], atol=1e-5)
+            np.testing.assert_allclose(up[stable], exact_hi[stable], atol=1e-5)
+    # Optimized slopes reach the exact extremes where a line can (CROWN's
+    # rule of thumb does not), and never cross them.
+    a_low, a_up = vn.compute_bounds(model, x, eps, method=AlphaCROWN(iterations=40))
+    c_low, c_up = vn.compute_bounds(model, x, eps, method="crown")
+    assert np.all(a_low <= exact_lo + 1e-5) and np.all(a_up >= exact_hi - 1e-5)
+    gap_alpha = np.mean(exact_lo - a_low) + np.mean(a_up - exact_hi)
+    gap_crown = np.mean(exact_lo - c_low) + np.mean(c_up - exact_hi)
+    assert gap_alpha < 0.7 * gap_crown
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_optimized_bounds_are_sound_never_looser_and_tighter_on_average(seed):
+    rng = np.random.default_rng(seed)
+    for model, shape, eps in ((_mlp(), (5,), 0.3), (_cnn(), (8, 8, 1), 0.1)):
+        randomize_weights(model, rng, scale=1.5)
+        x = random_inputs(shape, 4, rng, (0.0, 1.0))
+        _, bounds = check_soundness(
+            model,
+            x,
+            eps,
+            input_range=(0.0, 1.0),
+            methods=("crown", AlphaCROWN(iterations=15)),
+            n_samples=256,
+            seed=seed,
+        )
+        (c_low, c_up), (a_low, a_up) = bounds.values()
+        assert np.all(a_low >= c_low) and np.all(a_up <= c_up)
+        assert np.mean(a_up - a_low) < 0.995 * np.mean(c_up - c_low)
+
+
+def test_zero_iterations_is_crown():
+    rng = np.random.default_rng(5)
+    model = randomize_weights(_cnn(), rng, scale=1.5)
+    x = random_inputs((8, 8, 1), 3, rng, (0.0, 1.0))
+    crown = vn.compute_bounds(model, x, 0.1, method="crown", input_range=(0, 1))
+    alpha = vn.compute_bounds(
+        model, x, 0.1, method=AlphaCROWN(iterations=0), input_range=(0, 1)
+    )
+    np.testing.assert_array_equal(alpha[0], crown[0])
+    np.testing.assert_array_equal(alpha[1], crown[1])
+
+
+def test_training_weights_get_no_gradients():
+    """The slopes are optimized; the model's weights are left alone."""
+    rng = np.random.default_rng(6)
+    model = randomize_weights(_mlp(), rng, scale=2.0)
+    before = [w.copy() for w in model.get_weights()]
+    vn.compute_bounds(model, random_inputs((5,), 2, rng), 0.3, method="alpha-crown")
+    for variable in model.trainable_variables:
+        assert variable.value.grad is None
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_alpha_crown_everywhere_a_method_is_taken(tmp_path):
+    rng = np.random.default_rng(7)
+    model = randomize_weights(_cnn(), rng, scale=1.0)
+    x = random_inputs((8, 8, 1), 6, rng, (0.0, 1.0))
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    crown = vn.margin_bounds(model, x, y, 0.03, method="crown", input_range=(0, 1))
+    alpha = vn.margin_bounds(
+        model, x, y, 0.03, method="alpha-crown", input_range=(0, 1)
+    )
+    assert np.all(alpha >= crown)
+    options = dict(input_range=(0.0, 1.0), verbose=0)
+    report = vn.certify(model, x, y, 0.03, method="alpha-crown", **options)
+    assert report.method == "alpha-crown"
+    base = vn.certify(model, x, y, 0.03, method="crown", **options)
+    assert report.verified.sum() >= base.verified.sum()
+    vn.export_onnx(model, tmp_path / "m.onnx")
+    on_file = vn.certify_onnx(
+        tmp_path / "m.onnx", x, y, 0.03, method="alpha-crown", **options
+    )
+    np.testing.assert_array_equal(on_file.verified, report.verified)
+
+
+def test_verify_with_alpha_crown(tmp_path):
+    model = vn.Sequential(
+        [layers.Input((2,)), layers.Dense(2), layers.ReLU(), layers.Dense(2)]
+    )
+    model.layers[0].set_weights([np.eye(2), np.zeros(2)])
+    model.layers[2].set_weights([np.eye(2), np.array([1.0, 0.0])])
+    model(np.zeros((1, 2), dtype="float32"))
+    vn.export_onnx(model, tmp_path / "n.onnx")
+    prop = tmp_path / "p.vnnlib"
+    prop.write_text(
+        "(declare-const X_0 Real)\n(declare-const X_1 Real)\n"
+        "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+        "(assert (>= X_0 -1))\n(assert (<= X_0 0.5))\n"
+        "(assert (>= X_1 -1))\n(assert (<= X_1 0.5))\n"
+        "(assert (<= Y_0 Y_1))\n"
+    )
+    assert vn.verify(tmp_path / "n.onnx", prop, method="alpha-crown") == "unsat"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(iterations=-1),
+        dict(iterations=2.5),
+        dict(lr=0.0),
+        dict(lr=float("nan")),
+        dict(lr_decay=1.5),
+        dict(lr_decay=0.0),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs):
+    with pytest.raises(vn.InvalidInputError):
+        AlphaCROWN(**kwargs)
+
+
+def test_unknown_method_lists_alpha_crown():
+    model = _mlp()
+    with pytest.raises(vn.InvalidInputError, match="alpha-crown"):
+        vn.compute_bounds(model, np.zeros((1, 5), np.float32), 0.1, method="beta")
