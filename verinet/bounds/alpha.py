@@ -23,9 +23,9 @@ from verinet._validation import check_int, check_number
 from verinet.bounds.methods import (
     _BackwardMethod,
     _spec_or_identity,
-    backward_pass,
     ibp_spec_bounds,
     interval_pass,
+    output_pass,
 )
 from verinet.bounds.relaxations import leaky_relu_lines
 from verinet.errors import InvalidInputError
@@ -92,11 +92,11 @@ class AlphaCROWN(_BackwardMethod):
         steps = self.iterations if params else 0
         for step in range(steps + 1):
             with torch.enable_grad():
-                low, up = backward_pass(
+                low, up = output_pass(
                     graph,
-                    graph.output,
-                    spec if lower else None,
-                    spec if upper else None,
+                    spec,
+                    lower,
+                    upper,
                     node_bounds,
                     x,
                     perturbation,

@@ -262,6 +262,21 @@ def _spec_or_identity(output, C):
     return ops.cast(C, output.dtype)
 
 
+def output_pass(graph, spec, lower, upper, node_bounds, x, perturbation, **options):
+    """Back-substitution of ``spec`` from the output, for the sides asked;
+    ``options`` go to ``backward_pass`` (``to_input``, ``alphas``)."""
+    return backward_pass(
+        graph,
+        graph.output,
+        spec if lower else None,
+        spec if upper else None,
+        node_bounds,
+        x,
+        perturbation,
+        **options,
+    )
+
+
 class BoundMethod:
     """Base class: ``bounds(graph, x, perturbation, C)`` → ``(lower, upper)``."""
 
@@ -308,17 +323,9 @@ class IBP(BoundMethod):
 def ibp_spec_bounds(graph, node_bounds, x, perturbation, C, lower=True, upper=True):
     """IBP bounds of ``C @ output`` from node intervals, folding ``C`` into the
     linear layers after the last nonlinear ones."""
-    out = node_bounds[graph.output][0]
-    spec = _spec_or_identity(out, C)
-    return backward_pass(
-        graph,
-        graph.output,
-        spec if lower else None,
-        spec if upper else None,
-        node_bounds,
-        x,
-        perturbation,
-        to_input=False,
+    spec = _spec_or_identity(node_bounds[graph.output][0], C)
+    return output_pass(
+        graph, spec, lower, upper, node_bounds, x, perturbation, to_input=False
     )
 
 
@@ -342,17 +349,8 @@ class _BackwardMethod(BoundMethod):
         ibp_low, ibp_up = ibp_spec_bounds(
             graph, node_bounds, x, perturbation, C, lower, upper
         )
-        out = node_bounds[graph.output][0]
-        spec = _spec_or_identity(out, C)
-        low, up = backward_pass(
-            graph,
-            graph.output,
-            spec if lower else None,
-            spec if upper else None,
-            node_bounds,
-            x,
-            perturbation,
-        )
+        spec = _spec_or_identity(node_bounds[graph.output][0], C)
+        low, up = output_pass(graph, spec, lower, upper, node_bounds, x, perturbation)
         low = None if low is None else ops.maximum(low, ibp_low)
         up = None if up is None else ops.minimum(up, ibp_up)
         return low, up
