@@ -17,8 +17,13 @@ from soundness_utils import (
 
 import verinet as vn
 from verinet import layers
-from verinet.bounds.alpha import AlphaCROWN
-from verinet.bounds.methods import _spec_or_identity, backward_pass, interval_pass
+from verinet.bounds.alpha import AlphaCROWN, SlopeStore
+from verinet.bounds.methods import (
+    _spec_or_identity,
+    backward_pass,
+    interval_pass,
+    output_pass,
+)
 from verinet.bounds.perturbation import LinfBall
 
 
@@ -177,6 +182,67 @@ def test_optimized_bounds_are_sound_never_looser_and_tighter_on_average(seed):
         (c_low, c_up), (a_low, a_up) = bounds.values()
         assert np.all(a_low >= c_low) and np.all(a_up <= c_up)
         assert np.mean(a_up - a_low) < 0.995 * np.mean(c_up - c_low)
+
+
+def test_random_slopes_for_hidden_layers_in_patches_form_are_sound():
+    """Every slope variable (output and hidden layers, dense and patches
+    windows) set at random in [-1, 2]: the bounds still hold."""
+    rng = np.random.default_rng(9)
+    model = randomize_weights(_cnn(), rng, scale=1.5)
+    x = random_inputs((8, 8, 1), 3, rng, (0.0, 1.0))
+    eps, ball = 0.15, LinfBall(0.15, (0.0, 1.0))
+    ext = empirical_extremes(model, x, eps, input_range=(0.0, 1.0), seed=9)
+    method = AlphaCROWN()
+    graph = vn.bounds.BoundGraph(model)
+    xt = keras.ops.convert_to_tensor(x)
+    plan, store = {}, SlopeStore()
+    with torch.no_grad():
+        reference = interval_pass(graph, xt, ball, refine=True, plan=plan)
+        assert any(len(graph.nodes[i].rule.output.shape) == 4 for i in plan)
+        spec = _spec_or_identity(reference[graph.output][0], None)
+        for trial in range(3):
+            bounds = method._hidden_bounds(
+                graph, xt, ball, reference, plan, set(plan), store
+            )
+            low, up = output_pass(
+                graph,
+                spec,
+                True,
+                True,
+                bounds,
+                xt,
+                ball,
+                alphas=store.for_pass("output"),
+            )
+            if trial:
+                assert_contains(
+                    keras.ops.convert_to_numpy(low),
+                    keras.ops.convert_to_numpy(up),
+                    ext,
+                    f"random hidden slopes, trial {trial}",
+                )
+            for p in store.params:  # the first pass created them
+                p.copy_(torch.empty_like(p).uniform_(-1.0, 2.0))
+    kinds = {type(v[0].data).__name__ for v in store.slopes.values()}
+    assert len(store.params) > 6 and kinds == {"Tensor"}
+    assert any(p.dim() == 5 for p in store.params)  # patches windows
+
+
+def test_hidden_layer_slopes_tighten_and_a_small_budget_skips_them():
+    rng = np.random.default_rng(4)
+    model = randomize_weights(_cnn(), rng, scale=1.5)
+    x = random_inputs((8, 8, 1), 4, rng, (0.0, 1.0))
+    kwargs = dict(input_range=(0.0, 1.0))
+    output_only = vn.compute_bounds(
+        model, x, 0.1, method=AlphaCROWN(intermediate=False), **kwargs
+    )
+    full = vn.compute_bounds(model, x, 0.1, method=AlphaCROWN(), **kwargs)
+    assert np.mean(full[1] - full[0]) < 0.99 * np.mean(output_only[1] - output_only[0])
+    # A budget that can hold no hidden layer's graph: the output's slopes only.
+    with vn.bounds.memory_limit(0.01):
+        squeezed = vn.compute_bounds(model, x, 0.1, method=AlphaCROWN(), **kwargs)
+    np.testing.assert_allclose(squeezed[0], output_only[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(squeezed[1], output_only[1], rtol=1e-6, atol=1e-6)
 
 
 def test_zero_iterations_is_crown():

@@ -10,34 +10,87 @@ iteration's bound is sound, so the best one seen is kept per row; the first
 iteration uses CROWN's slopes, so the result is never looser than CROWN, and
 it is intersected with IBP like every method.
 
-Intermediate bounds are CROWN's (computed once, in patches form where it
-applies); the slopes are optimized for the output specification.
+The hidden layers' bounds are optimized the same way, with slopes of their
+own for each layer's rows (in patches form where it applies): each
+iteration bounds them again, intersected with CROWN's, and the output bound's
+gradient reaches their slopes through the relaxations they feed.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from verinet._validation import check_int, check_number
+from verinet.bounds.memory import memory_budget
 from verinet.bounds.methods import (
     _BackwardMethod,
     _spec_or_identity,
     ibp_spec_bounds,
     interval_pass,
     output_pass,
+    refine_rows,
 )
+from verinet.bounds.patches import coefficients, spread
 from verinet.bounds.relaxations import leaky_relu_lines
 from verinet.errors import InvalidInputError
 
 
+class SlopeStore:
+    """Slope variables created the first time a back-substitution reaches a
+    ReLU-family node, one set per pass (the output, or one chunk of one
+    intermediate node's rows), starting from CROWN's slopes.
+
+    ``for_pass(key)`` gives the object ``backward_pass`` takes as ``alphas``.
+    """
+
+    def __init__(self):
+        self.slopes: dict = {}
+        self.floors: list[float] = []
+        self.params: list = []
+
+    def for_pass(self, key):
+        return _PassSlopes(self, key)
+
+    def _make(self, rule, A, lower, upper):
+        import torch
+
+        if A is None:
+            return None
+        lw, _, _ = leaky_relu_lines(lower, upper, rule._slope())
+        start = spread(lw, A) + ops.zeros_like(coefficients(A))
+        p = torch.nn.Parameter(ops.convert_to_tensor(start).detach().clone())
+        self.params.append(p)
+        self.floors.append(rule._slope())
+        return p
+
+
+class _PassSlopes:
+    def __init__(self, store, key):
+        self.store, self.key = store, key
+
+    def slopes_for(self, i, rule, lA, uA, lower, upper):
+        key = (self.key, i)
+        if key not in self.store.slopes:
+            self.store.slopes[key] = (
+                self.store._make(rule, lA, lower, upper),
+                self.store._make(rule, uA, lower, upper),
+            )
+        return self.store.slopes[key]
+
+
 class AlphaCROWN(_BackwardMethod):
-    """alpha-CROWN: CROWN whose ReLU lower slopes are optimized per output row.
+    """alpha-CROWN: CROWN whose ReLU lower slopes are optimized.
 
     Args:
         iterations: projected-gradient steps (0 gives CROWN's bounds).
         lr: Adam's step size for the slopes.
         lr_decay: the step size is multiplied by this after every step.
+        intermediate: also optimize the slopes used to bound the hidden layers
+            (each layer's rows get their own), as far as the memory budget
+            allows holding their autograd graph; the rest keep CROWN's
+            bounds. ``False``: only the output specification's slopes.
         patches: as in ``CROWN`` (the intermediate bounds' form).
 
     Example:
@@ -51,8 +104,9 @@ class AlphaCROWN(_BackwardMethod):
     def __init__(
         self,
         iterations: int = 20,
-        lr: float = 0.5,
+        lr: float = 0.25,
         lr_decay: float = 0.98,
+        intermediate: bool = True,
         patches: bool = True,
     ):
         super().__init__(patches=patches)
@@ -61,11 +115,13 @@ class AlphaCROWN(_BackwardMethod):
         self.lr_decay = check_number(
             "lr_decay", lr_decay, low=0.0, high=1.0, low_open=True
         )
+        self.intermediate = bool(intermediate)
 
     def __repr__(self):
         return (
             f"AlphaCROWN(iterations={self.iterations}, lr={self.lr}, "
-            f"lr_decay={self.lr_decay}, patches={self.patches})"
+            f"lr_decay={self.lr_decay}, intermediate={self.intermediate}, "
+            f"patches={self.patches})"
         )
 
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
@@ -73,25 +129,34 @@ class AlphaCROWN(_BackwardMethod):
             raise InvalidInputError("alpha-CROWN needs Keras's torch backend.")
         import torch
 
+        plan, costs = {}, {}
         with torch.no_grad():
-            node_bounds = interval_pass(
-                graph, x, perturbation, refine=True, patches=self.patches
+            reference = interval_pass(
+                graph,
+                x,
+                perturbation,
+                refine=True,
+                patches=self.patches,
+                plan=plan,
+                costs=costs,
             )
             ibp_low, ibp_up = ibp_spec_bounds(
-                graph, node_bounds, x, perturbation, C, lower, upper
+                graph, reference, x, perturbation, C, lower, upper
             )
-        spec = _spec_or_identity(node_bounds[graph.output][0], C)
-        alphas, params, floors = self._initial_slopes(
-            graph, node_bounds, spec, lower, upper
+        spec = _spec_or_identity(reference[graph.output][0], C)
+        optimized = (
+            self._affordable(plan, costs, reference) if self.intermediate else set()
         )
+        store = SlopeStore()
         best_low = best_up = None
         optimizer = scheduler = None
-        if params:
-            optimizer = torch.optim.Adam(params, lr=self.lr)
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, self.lr_decay)
-        steps = self.iterations if params else 0
-        for step in range(steps + 1):
+        for step in range(self.iterations + 1):
             with torch.enable_grad():
+                node_bounds = reference
+                if optimized:
+                    node_bounds = self._hidden_bounds(
+                        graph, x, perturbation, reference, plan, optimized, store
+                    )
                 low, up = output_pass(
                     graph,
                     spec,
@@ -100,7 +165,7 @@ class AlphaCROWN(_BackwardMethod):
                     node_bounds,
                     x,
                     perturbation,
-                    alphas=alphas,
+                    alphas=store.for_pass("output"),
                 )
                 loss = (0.0 if up is None else up.sum()) - (
                     0.0 if low is None else low.sum()
@@ -111,49 +176,69 @@ class AlphaCROWN(_BackwardMethod):
             if up is not None:
                 up_d = up.detach()
                 best_up = up_d if best_up is None else torch.minimum(best_up, up_d)
-            if step == steps:
+            if step == self.iterations or not store.params:
                 break
-            grads = torch.autograd.grad(loss, params)
+            if optimizer is None:
+                optimizer = torch.optim.Adam(store.params, lr=self.lr)
+                scheduler = torch.optim.lr_scheduler.ExponentialLR(
+                    optimizer, self.lr_decay
+                )
+            grads = torch.autograd.grad(loss, store.params, allow_unused=True)
             optimizer.zero_grad(set_to_none=True)
-            for p, g in zip(params, grads, strict=True):
+            for p, g in zip(store.params, grads, strict=True):
                 p.grad = g
             optimizer.step()
             scheduler.step()
             with torch.no_grad():
-                for p, floor in zip(params, floors, strict=True):
+                for p, floor in zip(store.params, store.floors, strict=True):
                     p.clamp_(floor, 1.0)
         low = None if best_low is None else ops.maximum(best_low, ibp_low)
         up = None if best_up is None else ops.minimum(best_up, ibp_up)
         return low, up
 
-    def _initial_slopes(self, graph, node_bounds, spec, lower, upper):
-        """CROWN's lower slopes, one copy per (sample, row), for each side.
+    def _affordable(self, plan, costs, reference):
+        """Refined nodes whose optimization graph fits the memory budget,
+        preferring those nearest the output."""
+        budget, used, chosen = memory_budget(), 0, set()
+        for i in sorted(plan, reverse=True):
+            rows = sum(len(c) for c in plan[i])
+            itemsize = np.dtype(
+                keras.backend.standardize_dtype(reference[i][0].dtype)
+            ).itemsize
+            # Autograd keeps a few tensors of each step of the pass (at most
+            # ``i`` steps), each at most the largest a row reached in CROWN.
+            cost = 3 * i * rows * costs[i] * itemsize
+            if used + cost <= budget:
+                chosen.add(i)
+                used += cost
+        return chosen
 
-        Returns:
-            ``({node: (alpha_lower, alpha_upper)}, parameters, their floors)``.
-        """
-        import torch
-
-        alphas, params, floors = {}, [], []
-        rows = spec.shape[1]
+    def _hidden_bounds(self, graph, x, perturbation, reference, plan, optimized, store):
+        """Node bounds with the optimized nodes bounded again under their own
+        slopes (intersected with CROWN's, which stay valid)."""
+        bounds = [perturbation.box(x)]
         for i, node in enumerate(graph.nodes[1:], start=1):
-            if not getattr(node.rule, "piecewise_linear", False):
-                continue
-            low_in, up_in = node_bounds[node.inputs[0]]
-            slope = node.rule._slope()
-            lw, _, _ = leaky_relu_lines(low_in, up_in, slope)
-            start = ops.broadcast_to(lw[:, None], (lw.shape[0], rows, *lw.shape[1:]))
-            sides = []
-            for wanted in (lower, upper):
-                if not wanted:
-                    sides.append(None)
-                    continue
-                p = torch.nn.Parameter(start.detach().clone())
-                params.append(p)
-                floors.append(slope)
-                sides.append(p)
-            alphas[i] = tuple(sides)
-        return alphas, params, floors
+            low, up = node.rule.bound_interval([bounds[j] for j in node.inputs])
+            if i in plan:
+                ref_low, ref_up = reference[i]
+                low, up = ops.maximum(low, ref_low), ops.minimum(up, ref_up)
+                if i in optimized:
+                    index = np.concatenate(plan[i])
+                    low, up = refine_rows(
+                        graph,
+                        i,
+                        low,
+                        up,
+                        bounds,
+                        x,
+                        perturbation,
+                        index,
+                        plan[i],
+                        self.patches,
+                        alphas_for=lambda c, i=i: store.for_pass((i, c)),
+                    )
+            bounds.append((low, up))
+        return bounds
 
     def floats_per_sample(self, graph, sizes, specs):
         # Autograd keeps every step of the output pass, and the slopes (with

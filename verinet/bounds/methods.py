@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from verinet.bounds.memory import rows_in_budget
+from verinet.bounds.memory import CPU_CHUNK_BYTES, memory_budget, rows_in_budget
 from verinet.bounds.patches import Patches, add_linear, numel, to_dense
 from verinet.bounds.perturbation import concretize_box
 from verinet.layers.base import AffineRule, add_optional
@@ -63,8 +63,11 @@ def backward_pass(
             ``False`` to stop at nonlinear nodes and use their intervals.
         stats: optional dict; ``stats["peak"]`` is set to the largest number
             of coefficients held for one node.
-        alphas: optional ``{node index: (alpha_lower, alpha_upper)}``: lower
-            line slopes for ReLU-family nodes (see ``_ReluFamilyRule.backward``).
+        alphas: optional lower-line slopes for ReLU-family nodes (see
+            ``_ReluFamilyRule.backward``): a dict ``{node index: (alpha_lower,
+            alpha_upper)}``, or an object whose ``slopes_for(i, rule, lA, uA,
+            lower, upper)`` returns that pair (or ``None``) when node ``i``
+            is reached.
 
     Returns:
         ``(lower, upper)`` tensors ``(batch, specs)`` (``None`` where unasked).
@@ -94,10 +97,16 @@ def backward_pass(
             lower, upper = add_optional(lower, lo), add_optional(upper, up)
             continue
         in_bounds = [bounds[j] for j in node.inputs]
-        if alphas is not None and i in alphas:
+        alpha = None
+        if alphas is not None and getattr(node.rule, "piecewise_linear", False):
             ((low_j, up_j),) = in_bounds
+            if isinstance(alphas, dict):
+                alpha = alphas.get(i)
+            else:
+                alpha = alphas.slopes_for(i, node.rule, lA_i, uA_i, low_j, up_j)
+        if alpha is not None:
             lA_j, uA_j, lbias, ubias = node.rule.backward(
-                lA_i, uA_i, low_j, up_j, alpha=alphas[i]
+                lA_i, uA_i, low_j, up_j, alpha=alpha
             )
             pairs = [(lA_j, uA_j)]
         else:
@@ -128,7 +137,9 @@ def _needs_bounds(graph):
     return needed
 
 
-def interval_pass(graph, x, perturbation, refine=False, patches=True):
+def interval_pass(
+    graph, x, perturbation, refine=False, patches=True, plan=None, costs=None
+):
     """Interval bounds for every node.
 
     Args:
@@ -137,6 +148,10 @@ def interval_pass(graph, x, perturbation, refine=False, patches=True):
             so later relaxations use the tighter bounds.
         patches: let the refinement use the patches form where it applies
             (``False``: dense coefficients only; the same bounds, more memory).
+        plan: optional dict that receives, for each refined node, the chunks
+            of flat neuron indices it was bounded in (see ``refine_rows``).
+        costs: optional dict that receives, for each refined node, the most
+            coefficients one of its rows held at once.
 
     Returns:
         A list of ``(lower, upper)`` per node.
@@ -147,33 +162,75 @@ def interval_pass(graph, x, perturbation, refine=False, patches=True):
     for i, node in enumerate(graph.nodes[1:], start=1):
         low, up = node.rule.bound_interval([bounds[j] for j in node.inputs])
         if i in needed and not _is_exact(graph, i, perturbation):
-            low, up = _refine(
-                graph, i, low, up, bounds, x, perturbation, i in piecewise, patches
-            )
+            index = _rows_to_refine(low, up, i in piecewise)
+            if len(index):
+                chunks = [] if plan is None else plan.setdefault(i, [])
+                low, up = refine_rows(
+                    graph,
+                    i,
+                    low,
+                    up,
+                    bounds,
+                    x,
+                    perturbation,
+                    index,
+                    chunks,
+                    patches,
+                    costs=costs,
+                )
         bounds.append((low, up))
     return bounds
 
 
-def _refine(graph, i, low, up, bounds, x, perturbation, unstable_only, patches):
-    """Tighten node ``i``'s interval by a CROWN pass to the input.
+def _rows_to_refine(low, up, unstable_only):
+    """Flat indices of the neurons to bound again: all of them, or with
+    ``unstable_only`` (the node feeds only ReLU-like rules, exact once the
+    sign is known) those whose interval straddles zero in some sample."""
+    flat_low = ops.reshape(low, (low.shape[0], -1))
+    if not unstable_only:
+        return np.arange(flat_low.shape[1])
+    flat_up = ops.reshape(up, (up.shape[0], -1))
+    straddle = ops.any(ops.logical_and(flat_low < 0, flat_up > 0), axis=0)
+    return ops.convert_to_numpy(straddle).nonzero()[0]
 
-    With ``unstable_only`` (the node feeds only ReLU-like rules, whose
-    relaxation is exact once the sign is known) only neurons whose interval
-    straddles zero in some sample are bounded again.
+
+def refine_rows(
+    graph,
+    i,
+    low,
+    up,
+    bounds,
+    x,
+    perturbation,
+    index,
+    chunks,
+    patches=True,
+    alphas_for=None,
+    costs=None,
+):
+    """Tighten node ``i``'s interval by CROWN passes to the input for the
+    neurons ``index``, intersected with ``(low, up)``.
+
+    Args:
+        chunks: a list of index arrays: filled with the chunks used when
+            empty, replayed when given (so slopes keep their shapes).
+        alphas_for: optional ``chunk number -> alphas`` for ``backward_pass``.
     """
-    batch = low.shape[0]
-    flat_low, flat_up = ops.reshape(low, (batch, -1)), ops.reshape(up, (batch, -1))
-    n = flat_low.shape[1]
-    index = np.arange(n)
-    if unstable_only:
-        straddle = ops.any(ops.logical_and(flat_low < 0, flat_up > 0), axis=0)
-        index = ops.convert_to_numpy(straddle).nonzero()[0]
-        if len(index) == 0:
-            return low, up
     c_low, c_up = bound_rows(
-        graph, i, low, index, bounds + [None], x, perturbation, patches
+        graph,
+        i,
+        low,
+        index,
+        bounds + [None],
+        x,
+        perturbation,
+        patches,
+        chunks,
+        alphas_for,
+        costs,
     )
     # Scatter the rows back: unbounded neurons read -inf / +inf.
+    batch, n = low.shape[0], int(np.prod(low.shape[1:]))
     slot = np.full(n, len(index))
     slot[index] = np.arange(len(index))
     slot = ops.convert_to_tensor(slot, dtype="int64")
@@ -195,17 +252,32 @@ def _unit_rows(graph, i, index, reference, patches):
     rows = ops.take(
         ops.eye(n, dtype=reference.dtype), ops.convert_to_tensor(index), axis=0
     )
-    rows = ops.reshape(rows, (1, len(index), *shape))
-    return ops.broadcast_to(rows, (reference.shape[0], len(index), *shape))
+    # One copy for the whole batch: the rules broadcast it, so the layers up
+    # to the first activation are not multiplied once per sample.
+    return ops.reshape(rows, (1, len(index), *shape))
 
 
-def bound_rows(graph, i, reference, index, bounds, x, perturbation, patches=True):
+def bound_rows(
+    graph,
+    i,
+    reference,
+    index,
+    bounds,
+    x,
+    perturbation,
+    patches=True,
+    chunks=None,
+    alphas_for=None,
+    costs=None,
+):
     """CROWN bounds of the neurons ``index`` (flat) of node ``i``, in chunks of
     rows sized to the memory budget.
 
     Args:
         reference: a tensor shaped like node ``i``'s output (batch first).
         patches: start from the patches form where it applies.
+        chunks: as in ``refine_rows`` (``None``: not recorded).
+        alphas_for, costs: as in ``refine_rows``.
 
     Returns:
         ``(lower, upper)`` tensors ``(batch, len(index))``.
@@ -214,22 +286,39 @@ def bound_rows(graph, i, reference, index, bounds, x, perturbation, patches=True
         MemoryBudgetError: when a single row does not fit the budget.
     """
     lows, ups = [], []
-    start, chunk = 0, 1  # one row first, to measure what a row costs
+    replay = bool(chunks)
+    parts = iter(chunks) if replay else None
     itemsize = np.dtype(keras.backend.standardize_dtype(reference.dtype)).itemsize
     name = f"the neurons of layer {graph.nodes[i].name!r}"
     on_cpu = "cuda" not in str(getattr(reference, "device", "cpu"))
+    # One row first, to measure what a row costs; unless dense rows of every
+    # node up to ``i`` (an upper bound) fit at once anyway.
+    start, chunk = 0, 1
+    if not isinstance(_unit_rows(graph, i, index[:1], reference, patches), Patches):
+        sizes = [int(np.prod(b[0].shape[1:])) for b in bounds[:i] if b is not None]
+        widest = max([int(np.prod(reference.shape[1:])), *sizes])
+        dense_row = _PEAK_FACTOR * itemsize * reference.shape[0] * widest
+        room = min(memory_budget(), CPU_CHUNK_BYTES) if on_cpu else memory_budget()
+        if dense_row * len(index) <= room:
+            chunk = len(index)
     while start < len(index):
-        part = index[start : start + chunk]
+        part = next(parts) if replay else index[start : start + chunk]
+        if not replay and chunks is not None:
+            chunks.append(part)
         spec = _unit_rows(graph, i, part, reference, patches)
         stats = {}
+        alphas = None if alphas_for is None else alphas_for(len(lows))
         low, up = backward_pass(
-            graph, i, spec, spec, bounds, x, perturbation, stats=stats
+            graph, i, spec, spec, bounds, x, perturbation, stats=stats, alphas=alphas
         )
         lows.append(low)
         ups.append(up)
         start += len(part)
         per_row = _PEAK_FACTOR * itemsize * stats["peak"] // len(part)
-        chunk = rows_in_budget(per_row, len(index) - start, name, on_cpu)
+        if costs is not None:
+            costs[i] = max(costs.get(i, 0), -(-stats["peak"] // len(part)))
+        if not replay:
+            chunk = rows_in_budget(per_row, len(index) - start, name, on_cpu)
     if len(lows) == 1:
         return lows[0], ups[0]
     return ops.concatenate(lows, axis=1), ops.concatenate(ups, axis=1)

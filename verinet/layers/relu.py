@@ -32,10 +32,11 @@ class _ReluFamilyRule(ElementwiseRule):
 
         Args:
             alpha: ``(alpha_lower, alpha_upper)``, slopes of the lower line on
-                unstable neurons for the ``lA`` and ``uA`` sides, each
-                ``(batch, rows, *shape)`` (dense coefficients only) or
-                ``None``. Any slope in ``[negative_slope, 1]`` is sound; others
-                are clipped into that range. Stable neurons keep the exact line.
+                unstable neurons for the ``lA`` and ``uA`` sides, each shaped
+                like that side's coefficients (dense ``(batch, rows, *shape)``
+                or a patches window) or ``None``. Any slope in
+                ``[negative_slope, 1]`` is sound; others are clipped into that
+                range. Stable neurons keep the exact line.
         """
         lines = leaky_relu_lines(lower, upper, self._slope())
         lA_in = uA_in = lbias = ubias = None
@@ -43,7 +44,9 @@ class _ReluFamilyRule(ElementwiseRule):
         if lA is not None:
             A = coefficients(lA)
             lw, uw, ub = (spread(t, lA) for t in lines)
-            lw = self._alpha_line(lw, lower, upper, None if alpha is None else alpha[0])
+            lw = self._alpha_line(
+                lw, lower, upper, None if alpha is None else alpha[0], lA
+            )
             positive = A >= 0
             shared = (lw, uw, ub, positive) if uA is lA and alpha is None else None
             lA_in = like(lA, A * ops.where(positive, lw, uw))
@@ -53,18 +56,23 @@ class _ReluFamilyRule(ElementwiseRule):
             if shared is None:
                 lw, uw, ub = (spread(t, uA) for t in lines)
                 lw = self._alpha_line(
-                    lw, lower, upper, None if alpha is None else alpha[1]
+                    lw, lower, upper, None if alpha is None else alpha[1], uA
                 )
                 positive = A >= 0
             uA_in = like(uA, A * ops.where(positive, uw, lw))
             ubias = sum_spec(ops.relu(A) * ub)
         return lA_in, uA_in, lbias, ubias
 
-    def _alpha_line(self, lw, lower, upper, alpha):
-        """The lower line's slope: ``alpha`` (clipped) on unstable neurons."""
+    def _alpha_line(self, lw, lower, upper, alpha, A):
+        """The lower line's slope: ``alpha`` (clipped) on unstable neurons.
+
+        ``lw`` and ``alpha`` are aligned with the rows of ``A`` (dense or
+        patches windows, where entries outside the node are never unstable).
+        """
         if alpha is None:
             return lw
-        unstable = ops.logical_and(lower < 0, upper > 0)[:, None]
+        straddle = ops.cast(ops.logical_and(lower < 0, upper > 0), lw.dtype)
+        unstable = spread(straddle, A) > 0
         return ops.where(unstable, ops.clip(alpha, self._slope(), 1.0), lw)
 
 
