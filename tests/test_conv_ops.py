@@ -199,3 +199,37 @@ def test_conv2d_rectangular_bounds_are_exact_and_sound(
         np.testing.assert_allclose(b_low, ref_low, atol=1e-4)
         np.testing.assert_allclose(b_up, ref_up, atol=1e-4)
         assert np.all(values >= b_low - 1e-4) and np.all(values <= b_up + 1e-4)
+
+
+@pytest.mark.parametrize("cin", [1, 3, 6])
+@pytest.mark.parametrize(
+    "window,kernel,strides",
+    [((1, 1), (3, 3), (1, 1)), ((4, 3), (4, 2), (2, 1)), ((3, 5), (3, 3), (2, 3))],
+)
+def test_window_conv_transpose_is_the_valid_transposed_convolution(
+    cin, window, kernel, strides
+):
+    """Both of its paths (overlap-add for few channels, the transposed
+    convolution otherwise) against an entry-by-entry sum."""
+    rng = np.random.default_rng(cin)
+    cout = 5
+    A = rng.standard_normal((3, *window, cout)).astype(np.float32)
+    W = rng.standard_normal((*kernel, cin, cout)).astype(np.float32)
+    out_hw = (
+        (window[0] - 1) * strides[0] + kernel[0],
+        (window[1] - 1) * strides[1] + kernel[1],
+    )
+    expected = np.zeros((3, *out_hw, cin), np.float32)
+    for i in range(window[0]):
+        for j in range(window[1]):
+            for a in range(kernel[0]):
+                for b in range(kernel[1]):
+                    expected[:, i * strides[0] + a, j * strides[1] + b, :] += (
+                        A[:, i, j, :] @ W[a, b].T
+                    )
+    got = _conv_ops.window_conv_transpose(
+        ops.convert_to_tensor(A), ops.convert_to_tensor(W), strides
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(got), expected, rtol=1e-4, atol=1e-4
+    )

@@ -380,8 +380,7 @@ def verify(
             ``vn.vnnlib.read``. ``X_i`` index the ONNX input flattened in
             row-major order, ``Y_j`` the flattened output.
         method: bound method, ``"crown"``, ``"alpha-crown"``, ``"crown-ibp"``,
-            ``"ibp"`` or an
-            object.
+            ``"ibp"`` or an object.
         attack: ``"pgd"`` or ``None`` (concrete samples are always tried).
         timeout: seconds before answering ``"unknown"``.
         batch_size: sub-boxes bounded at once during input splitting.
