@@ -21,7 +21,7 @@ from verinet.bounds.alpha import AlphaCROWN, SlopeStore
 from verinet.bounds.methods import (
     _spec_or_identity,
     backward_pass,
-    interval_pass,
+    crown_pass,
     output_pass,
 )
 from verinet.bounds.perturbation import LinfBall
@@ -72,7 +72,7 @@ def test_random_slopes_are_sound_and_out_of_range_ones_are_clipped(slope, seed):
     xt = keras.ops.convert_to_tensor(x)
     ball = LinfBall(epsilon)
     with torch.no_grad():
-        bounds = interval_pass(graph, xt, ball, refine=True)
+        bounds = crown_pass(graph, xt, ball)
         spec = _spec_or_identity(bounds[graph.output][0], None)
         alphas = {}
         for i, node in enumerate(graph.nodes):
@@ -140,7 +140,7 @@ def test_every_clipped_slope_is_sound_on_exact_one_dimensional_pieces(slope):
         if getattr(n.rule, "piecewise_linear", False)
     ]
     with torch.no_grad():
-        bounds = interval_pass(graph, xt, ball, refine=True)
+        bounds = crown_pass(graph, xt, ball)
         spec = _spec_or_identity(bounds[graph.output][0], None)
         for _ in range(4):
             draw = rng.uniform(-1.0, 2.0, size=(2, batch, k, k)).astype(np.float32)
@@ -197,7 +197,7 @@ def test_random_slopes_for_hidden_layers_in_patches_form_are_sound():
     xt = keras.ops.convert_to_tensor(x)
     plan, store = {}, SlopeStore()
     with torch.no_grad():
-        reference = interval_pass(graph, xt, ball, refine=True, plan=plan)
+        reference = crown_pass(graph, xt, ball, plan=plan)
         assert any(len(graph.nodes[i].rule.output.shape) == 4 for i in plan)
         spec = _spec_or_identity(reference[graph.output][0], None)
         for trial in range(3):

@@ -4,7 +4,16 @@ from verinet.bounds.alpha import AlphaCROWN
 from verinet.bounds.api import compute_bounds, margin_bounds
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.memory import memory_budget, memory_limit
-from verinet.bounds.methods import CROWN, CROWNIBP, IBP, BoundMethod
+from verinet.bounds.methods import (
+    CROWN,
+    CROWNIBP,
+    IBP,
+    BoundMethod,
+    CROWNHidden,
+    CROWNOutput,
+    IntervalHidden,
+    IntervalOutput,
+)
 from verinet.bounds.perturbation import L2Ball, LinfBall, Perturbation
 
 __all__ = [
@@ -14,6 +23,10 @@ __all__ = [
     "IBP",
     "BoundGraph",
     "BoundMethod",
+    "CROWNHidden",
+    "CROWNOutput",
+    "IntervalHidden",
+    "IntervalOutput",
     "L2Ball",
     "LinfBall",
     "Perturbation",

@@ -25,10 +25,10 @@ from keras import ops
 from verinet._validation import check_int, check_number
 from verinet.bounds.memory import memory_budget
 from verinet.bounds.methods import (
-    _BackwardMethod,
+    CROWN,
     _spec_or_identity,
+    crown_pass,
     ibp_spec_bounds,
-    interval_pass,
     output_pass,
     refine_rows,
 )
@@ -80,7 +80,7 @@ class _PassSlopes:
         return self.store.slopes[key]
 
 
-class AlphaCROWN(_BackwardMethod):
+class AlphaCROWN(CROWN):
     """alpha-CROWN: CROWN whose ReLU lower slopes are optimized.
 
     Args:
@@ -131,15 +131,7 @@ class AlphaCROWN(_BackwardMethod):
 
         plan, costs = {}, {}
         with torch.no_grad():
-            reference = interval_pass(
-                graph,
-                x,
-                perturbation,
-                refine=True,
-                patches=self.patches,
-                plan=plan,
-                costs=costs,
-            )
+            reference = crown_pass(graph, x, perturbation, self.patches, plan, costs)
             ibp_low, ibp_up = ibp_spec_bounds(
                 graph, reference, x, perturbation, C, lower, upper
             )

@@ -1,9 +1,20 @@
-"""Bound algorithms as small composed objects: IBP, CROWN and CROWN-IBP.
+"""Bound methods as composed objects: a hidden-layer strategy and an output
+strategy.
 
-All three share two passes over a ``BoundGraph``:
+========== ================== ===============
+method     hidden layers      output
+========== ================== ===============
+IBP        ``IntervalHidden`` ``IntervalOutput``
+CROWN-IBP  ``IntervalHidden`` ``CROWNOutput``
+CROWN      ``CROWNHidden``    ``CROWNOutput``
+========== ================== ===============
 
-* ``interval_pass`` — interval bounds for every node, in topological order,
-  optionally refining chosen nodes with a backward (CROWN) pass;
+(alpha-CROWN, in ``alpha.py``, optimizes both jointly.) The strategies run
+two passes over a ``BoundGraph``:
+
+* ``interval_pass`` / ``crown_pass`` — bounds for every node, in topological
+  order; ``crown_pass`` tightens the nodes that feed activations by
+  back-substitution;
 * ``backward_pass`` — back-substitution of linear bounds from one node to the
   input (CROWN), or only to the nearest nonlinear nodes, whose interval then
   concretizes them (IBP with the specification folded into the last linear
@@ -137,16 +148,24 @@ def _needs_bounds(graph):
     return needed
 
 
-def interval_pass(
-    graph, x, perturbation, refine=False, patches=True, plan=None, costs=None
-):
-    """Interval bounds for every node.
+def interval_pass(graph, x, perturbation):
+    """Interval (IBP) bounds for every node, in topological order.
+
+    Returns:
+        A list of ``(lower, upper)`` per node.
+    """
+    return _node_pass(graph, x, perturbation, None)
+
+
+def crown_pass(graph, x, perturbation, patches=True, plan=None, costs=None):
+    """Bounds for every node, those feeding activations tightened by CROWN.
+
+    Each node that feeds a nonlinear rule gets CROWN bounds (intersected with
+    its interval), in topological order so later relaxations use the tighter
+    bounds.
 
     Args:
-        refine: when ``True``, nodes feeding nonlinear rules get CROWN bounds
-            (intersected with their interval), computed in topological order
-            so later relaxations use the tighter bounds.
-        patches: let the refinement use the patches form where it applies
+        patches: let the rows use the patches form where it applies
             (``False``: dense coefficients only; the same bounds, more memory).
         plan: optional dict that receives, for each refined node, the chunks
             of flat neuron indices it was bounded in (see ``refine_rows``).
@@ -156,28 +175,39 @@ def interval_pass(
     Returns:
         A list of ``(lower, upper)`` per node.
     """
+    needed = _needs_bounds(graph)
+    piecewise = _feeds_only_piecewise_linear(graph)
+
+    def refine(i, low, up, bounds):
+        if i not in needed or _is_exact(graph, i, perturbation):
+            return low, up
+        index = _rows_to_refine(low, up, i in piecewise)
+        if not len(index):
+            return low, up
+        chunks = [] if plan is None else plan.setdefault(i, [])
+        return refine_rows(
+            graph,
+            i,
+            low,
+            up,
+            bounds,
+            x,
+            perturbation,
+            index,
+            chunks,
+            patches,
+            costs=costs,
+        )
+
+    return _node_pass(graph, x, perturbation, refine)
+
+
+def _node_pass(graph, x, perturbation, refine):
     bounds = [perturbation.box(x)]
-    needed = _needs_bounds(graph) if refine else set()
-    piecewise = _feeds_only_piecewise_linear(graph) if refine else set()
     for i, node in enumerate(graph.nodes[1:], start=1):
         low, up = node.rule.bound_interval([bounds[j] for j in node.inputs])
-        if i in needed and not _is_exact(graph, i, perturbation):
-            index = _rows_to_refine(low, up, i in piecewise)
-            if len(index):
-                chunks = [] if plan is None else plan.setdefault(i, [])
-                low, up = refine_rows(
-                    graph,
-                    i,
-                    low,
-                    up,
-                    bounds,
-                    x,
-                    perturbation,
-                    index,
-                    chunks,
-                    patches,
-                    costs=costs,
-                )
+        if refine is not None:
+            low, up = refine(i, low, up, bounds)
         bounds.append((low, up))
     return bounds
 
@@ -366,10 +396,95 @@ def output_pass(graph, spec, lower, upper, node_bounds, x, perturbation, **optio
     )
 
 
+class IntervalHidden:
+    """Hidden layers bounded by interval arithmetic (IBP): cheap, loose."""
+
+    name = "ibp"
+
+    def node_bounds(self, graph, x, perturbation):
+        """``(lower, upper)`` of every node."""
+        return interval_pass(graph, x, perturbation)
+
+    def __repr__(self):
+        return "IntervalHidden()"
+
+
+class CROWNHidden:
+    """Hidden layers that feed activations bounded by CROWN (one row per
+    unstable neuron, in patches form behind convolutions).
+
+    Args:
+        patches: use the patches form where it applies (``False``: dense
+            coefficients, the same bounds with more memory).
+    """
+
+    name = "crown"
+
+    def __init__(self, patches: bool = True):
+        self.patches = bool(patches)
+
+    def node_bounds(self, graph, x, perturbation):
+        """``(lower, upper)`` of every node."""
+        return crown_pass(graph, x, perturbation, self.patches)
+
+    def __repr__(self):
+        return f"CROWNHidden(patches={self.patches})"
+
+
+class IntervalOutput:
+    """The specification folded into the last linear layers, then bounded by
+    the intervals of the nodes they read (IBP's output bound)."""
+
+    name = "ibp"
+
+    def bounds(self, graph, node_bounds, x, perturbation, spec, lower=True, upper=True):
+        """``(lower, upper)`` of ``spec @ output`` (``None`` where unasked)."""
+        return output_pass(
+            graph, spec, lower, upper, node_bounds, x, perturbation, to_input=False
+        )
+
+    def __repr__(self):
+        return "IntervalOutput()"
+
+
+class CROWNOutput:
+    """The specification back-substituted through every layer to the input
+    (CROWN's output bound), relaxing activations on the given node bounds."""
+
+    name = "crown"
+
+    def bounds(self, graph, node_bounds, x, perturbation, spec, lower=True, upper=True):
+        """``(lower, upper)`` of ``spec @ output`` (``None`` where unasked)."""
+        return output_pass(graph, spec, lower, upper, node_bounds, x, perturbation)
+
+    def __repr__(self):
+        return "CROWNOutput()"
+
+
 class BoundMethod:
-    """Base class: ``bounds(graph, x, perturbation, C)`` → ``(lower, upper)``."""
+    """A bound method: a strategy for the hidden layers and one for the output.
+
+    ``bounds(graph, x, perturbation, C)`` → ``(lower, upper)``. The result is
+    intersected with IBP's output bound on the same node bounds, so a method
+    is never looser than IBP.
+
+    Args:
+        hidden: ``IntervalHidden()`` or ``CROWNHidden(...)``.
+        output: ``IntervalOutput()`` or ``CROWNOutput()``.
+        name: the name reports and messages use.
+
+    Example:
+        >>> crown_ibp = vn.bounds.BoundMethod(
+        ...     vn.bounds.IntervalHidden(), vn.bounds.CROWNOutput(), "crown-ibp")
+    """
 
     name = "base"
+
+    def __init__(self, hidden=None, output=None, name: str | None = None):
+        self.hidden = IntervalHidden() if hidden is None else hidden
+        self.output = IntervalOutput() if output is None else output
+        if name is not None:
+            self.name = name
 
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
         """Bound ``C @ f(x')`` (or ``f(x')``) over the perturbation set.
@@ -378,7 +493,16 @@ class BoundMethod:
             ``(lower, upper)`` tensors ``(batch, specs)``; a side not asked
             for is ``None``.
         """
-        raise NotImplementedError
+        node_bounds = self.hidden.node_bounds(graph, x, perturbation)
+        spec = _spec_or_identity(node_bounds[graph.output][0], C)
+        args = (graph, node_bounds, x, perturbation, spec, lower, upper)
+        low, up = self.output.bounds(*args)
+        if isinstance(self.output, IntervalOutput):
+            return low, up
+        ibp_low, ibp_up = IntervalOutput().bounds(*args)
+        low = None if low is None else ops.maximum(low, ibp_low)
+        up = None if up is None else ops.minimum(up, ibp_up)
+        return low, up
 
     def floats_per_sample(self, graph, sizes, specs) -> int:
         """Rough count of floats one sample's bounds hold at their peak.
@@ -388,10 +512,14 @@ class BoundMethod:
             sizes: number of elements of each node's output.
             specs: rows of the specification (outputs when ``C`` is None).
         """
-        return 4 * sum(sizes)
+        if isinstance(self.output, IntervalOutput):
+            return 4 * sum(sizes)
+        # The output pass holds (specs, node) coefficient tensors, a few at a
+        # time; hidden layers' rows are chunked to fit the budget.
+        return _PEAK_FACTOR * max(specs, 1) * max(sizes) + 4 * sum(sizes)
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}({self.hidden!r}, {self.output!r})"
 
 
 class IBP(BoundMethod):
@@ -404,68 +532,55 @@ class IBP(BoundMethod):
 
     name = "ibp"
 
-    def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
-        node_bounds = interval_pass(graph, x, perturbation)
-        return ibp_spec_bounds(graph, node_bounds, x, perturbation, C, lower, upper)
+    def __init__(self):
+        super().__init__(IntervalHidden(), IntervalOutput())
+
+    def __repr__(self):
+        return "IBP()"
 
 
 def ibp_spec_bounds(graph, node_bounds, x, perturbation, C, lower=True, upper=True):
-    """IBP bounds of ``C @ output`` from node intervals, folding ``C`` into the
-    linear layers after the last nonlinear ones."""
+    """IBP bounds of ``C @ output`` from node intervals (``IntervalOutput``)."""
     spec = _spec_or_identity(node_bounds[graph.output][0], C)
-    return output_pass(
-        graph, spec, lower, upper, node_bounds, x, perturbation, to_input=False
+    return IntervalOutput().bounds(
+        graph, node_bounds, x, perturbation, spec, lower, upper
     )
 
 
-class _BackwardMethod(BoundMethod):
-    """CROWN at the output over intermediate bounds from ``refine``.
+class CROWN(BoundMethod):
+    """CROWN (Zhang et al. 2018): backward linear relaxation everywhere.
+
+    Hidden-layer bounds come from CROWN too (intersected with IBP's), which
+    costs one backward pass per layer that feeds an activation.
 
     Args:
         patches: back-substitute through convolutions in patches form (the
             default); ``False`` keeps dense coefficients, for comparison.
     """
 
-    refine = True
+    name = "crown"
 
     def __init__(self, patches: bool = True):
-        self.patches = bool(patches)
+        super().__init__(CROWNHidden(patches), CROWNOutput())
 
-    def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
-        node_bounds = interval_pass(
-            graph, x, perturbation, refine=self.refine, patches=self.patches
-        )
-        ibp_low, ibp_up = ibp_spec_bounds(
-            graph, node_bounds, x, perturbation, C, lower, upper
-        )
-        spec = _spec_or_identity(node_bounds[graph.output][0], C)
-        low, up = output_pass(graph, spec, lower, upper, node_bounds, x, perturbation)
-        low = None if low is None else ops.maximum(low, ibp_low)
-        up = None if up is None else ops.minimum(up, ibp_up)
-        return low, up
+    @property
+    def patches(self) -> bool:
+        return self.hidden.patches
 
-    def floats_per_sample(self, graph, sizes, specs):
-        # The output pass holds (specs, node) coefficient tensors, a few at a
-        # time; intermediate bounds are chunked by rows to fit the budget.
-        return _PEAK_FACTOR * max(specs, 1) * max(sizes) + 4 * sum(sizes)
+    def __repr__(self):
+        return f"CROWN(patches={self.patches})"
 
 
-class CROWN(_BackwardMethod):
-    """CROWN (Zhang et al. 2018): backward linear relaxation everywhere.
-
-    Intermediate bounds come from CROWN too (intersected with IBP's), which
-    costs one backward pass per layer that feeds an activation.
-    """
-
-    name = "crown"
-    refine = True
-
-
-class CROWNIBP(_BackwardMethod):
-    """CROWN-IBP (Zhang et al. 2020): IBP intermediate bounds, CROWN output."""
+class CROWNIBP(BoundMethod):
+    """CROWN-IBP (Zhang et al. 2020): IBP hidden-layer bounds, CROWN output."""
 
     name = "crown-ibp"
-    refine = False
+
+    def __init__(self):
+        super().__init__(IntervalHidden(), CROWNOutput())
+
+    def __repr__(self):
+        return "CROWNIBP()"
 
 
 METHODS = {"ibp": IBP, "crown": CROWN, "crown-ibp": CROWNIBP}

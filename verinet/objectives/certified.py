@@ -13,7 +13,8 @@ from keras import ops
 
 from verinet._validation import check_number
 from verinet.bounds.batch_statistics import with_batch_statistics
-from verinet.bounds.methods import backward_pass, ibp_spec_bounds, interval_pass
+from verinet.bounds.methods import IBP as IBPBounds
+from verinet.bounds.methods import CROWNOutput, IntervalHidden, IntervalOutput
 from verinet.bounds.perturbation import NORMS
 from verinet.errors import InvalidInputError
 from verinet.objectives.base import Objective, serialize_value
@@ -136,8 +137,7 @@ class IBP(_Certified):
     name = "ibp"
 
     def margin_lower(self, context, graph, x, perturbation, C):
-        bounds = interval_pass(graph, x, perturbation)
-        return ibp_spec_bounds(graph, bounds, x, perturbation, C, upper=False)[0]
+        return IBPBounds().bounds(graph, x, perturbation, C, upper=False)[0]
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -176,14 +176,14 @@ class CROWNIBP(_Certified):
         return _schedule_value(self.beta, context)
 
     def margin_lower(self, context, graph, x, perturbation, C):
-        bounds = interval_pass(graph, x, perturbation)
-        ibp_lower = ibp_spec_bounds(graph, bounds, x, perturbation, C, upper=False)[0]
+        # CROWN-IBP: IBP's hidden-layer bounds, shared by both output bounds.
+        bounds = IntervalHidden().node_bounds(graph, x, perturbation)
+        args = (graph, bounds, x, perturbation, C)
+        ibp_lower = IntervalOutput().bounds(*args, upper=False)[0]
         beta = self._beta(context)
         if beta <= 0:
             return ibp_lower
-        crown_lower, _ = backward_pass(
-            graph, graph.output, C, None, bounds, x, perturbation
-        )
+        crown_lower = CROWNOutput().bounds(*args, upper=False)[0]
         return beta * crown_lower + (1.0 - beta) * ibp_lower
 
     def robust_loss(self, context, graph, x, perturbation, C, y):
@@ -200,9 +200,9 @@ class CROWNIBP(_Certified):
         ``log S_max`` bounds the worst-case loss: one specification row
         instead of one per class. ``S_max < 2`` proves every margin positive.
         """
-        bounds = interval_pass(graph, x, perturbation)
+        bounds = IntervalHidden().node_bounds(graph, x, perturbation)
         # IBP bounds of C z = z_y - z_j; the margins m = -C z.
-        c_low, c_up = ibp_spec_bounds(graph, bounds, x, perturbation, C)
+        c_low, c_up = IntervalOutput().bounds(graph, bounds, x, perturbation, C)
         m_low, m_up = -c_up, -c_low
         ibp_loss = ops.logsumexp(m_up, axis=-1)
         ibp_verified = _verified(c_low, y, C.shape[-1])
@@ -215,8 +215,8 @@ class CROWNIBP(_Certified):
         slope = ops.where(wide, (e_up - e_low) / ops.where(wide, width, 1.0), e_up)
         intercept = e_up - slope * m_up
         spec = -ops.expand_dims(ops.einsum("bj,bjk->bk", slope, C), 1)
-        _, crown_up = backward_pass(
-            graph, graph.output, None, spec, bounds, x, perturbation
+        _, crown_up = CROWNOutput().bounds(
+            graph, bounds, x, perturbation, spec, lower=False
         )
         total = ops.maximum(crown_up[:, 0] + ops.sum(intercept, axis=-1), 1.0)
         fused = ops.log(total)
