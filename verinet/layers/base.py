@@ -112,14 +112,13 @@ class ElementwiseRule(SingleInputRule):
     def backward(self, lA, uA, lower, upper):
         lw, lb, uw, ub = self.relax(lower, upper)
         lA_in = uA_in = lbias = ubias = None
+        signs = None
         if lA is not None:
-            A = coefficients(lA)
-            pos, neg = ops.maximum(A, 0.0), ops.minimum(A, 0.0)
+            signs = pos, neg = split_signs(coefficients(lA))
             lA_in = like(lA, pos * spread(lw, lA) + neg * spread(uw, lA))
             lbias = sum_spec(pos * spread(lb, lA) + neg * spread(ub, lA))
         if uA is not None:
-            A = coefficients(uA)
-            pos, neg = ops.maximum(A, 0.0), ops.minimum(A, 0.0)
+            pos, neg = signs if uA is lA else split_signs(coefficients(uA))
             uA_in = like(uA, pos * spread(uw, uA) + neg * spread(lw, uA))
             ubias = sum_spec(pos * spread(ub, uA) + neg * spread(lb, uA))
         return lA_in, uA_in, lbias, ubias
@@ -140,6 +139,13 @@ class IdentityRule(AffineRule):
 def sum_spec(t):
     """Sum a ``(batch, specs, ...)`` tensor down to ``(batch, specs)``."""
     return ops.sum(ops.reshape(t, (t.shape[0], t.shape[1], -1)), axis=-1)
+
+
+def split_signs(A):
+    """``(max(A, 0), A - max(A, 0))``: each entry of ``A`` lands whole in one
+    part, and the other part's entry is an exact zero."""
+    pos = ops.relu(A)
+    return pos, A - pos
 
 
 def center_radius(lower, upper):

@@ -6,7 +6,7 @@ from keras import ops
 from verinet.bounds.patches import coefficients, like, spread
 from verinet.bounds.relaxations import leaky_relu_lines, leaky_relu_relaxation
 from verinet.errors import InvalidInputError
-from verinet.layers.base import ElementwiseRule, sum_spec
+from verinet.layers.base import ElementwiseRule, split_signs, sum_spec
 
 
 class _ReluFamilyRule(ElementwiseRule):
@@ -40,27 +40,26 @@ class _ReluFamilyRule(ElementwiseRule):
         """
         lines = leaky_relu_lines(lower, upper, self._slope())
         lA_in = uA_in = lbias = ubias = None
-        shared = None  # spread lines and sign mask, when both sides are one spec
+        shared = None  # spread lines and sign split, when both sides are one spec
         if lA is not None:
-            A = coefficients(lA)
             lw, uw, ub = (spread(t, lA) for t in lines)
             lw = self._alpha_line(
                 lw, lower, upper, None if alpha is None else alpha[0], lA
             )
-            positive = A >= 0
-            shared = (lw, uw, ub, positive) if uA is lA and alpha is None else None
-            lA_in = like(lA, A * ops.where(positive, lw, uw))
-            lbias = -sum_spec(ops.relu(-A) * ub)
+            pos, neg = split_signs(coefficients(lA))
+            shared = (lw, uw, ub, pos, neg) if uA is lA and alpha is None else None
+            # Each entry is whole in pos or neg: products as exact as A * w.
+            lA_in = like(lA, pos * lw + neg * uw)
+            lbias = sum_spec(neg * ub)
         if uA is not None:
-            A = coefficients(uA)
             if shared is None:
                 lw, uw, ub = (spread(t, uA) for t in lines)
                 lw = self._alpha_line(
                     lw, lower, upper, None if alpha is None else alpha[1], uA
                 )
-                positive = A >= 0
-            uA_in = like(uA, A * ops.where(positive, uw, lw))
-            ubias = sum_spec(ops.relu(A) * ub)
+                pos, neg = split_signs(coefficients(uA))
+            uA_in = like(uA, pos * uw + neg * lw)
+            ubias = sum_spec(pos * ub)
         return lA_in, uA_in, lbias, ubias
 
     def _alpha_line(self, lw, lower, upper, alpha, A):
