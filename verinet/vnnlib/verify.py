@@ -357,7 +357,9 @@ def _flat_output(model):
     from verinet.layers import Flatten
     from verinet.models.model import Model
 
-    return Model(model.inputs, Flatten()(model.outputs[0]), name=f"{model.name}_flat")
+    return Model(
+        model.inputs[0], Flatten()(model.outputs[0]), name=f"{model.name}_flat"
+    )
 
 
 def verify(
