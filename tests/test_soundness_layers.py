@@ -85,6 +85,10 @@ CASES = {
     # --- Dense and activations ------------------------------------------
     "dense": lambda: seq((5,), layers.Dense(4)),
     "dense_no_bias": lambda: seq((5,), layers.Dense(4, use_bias=False)),
+    # Dense on the last axis of an image: its bias adds once per position.
+    "dense_on_image": lambda: seq(
+        (3, 2, 4), layers.Dense(3), layers.ReLU(), layers.Flatten(), layers.Dense(2)
+    ),
     "relu": dense_act(layers.ReLU),
     "leaky_relu_0.1": dense_act(lambda: layers.LeakyReLU(0.1)),
     "leaky_relu_default": dense_act(layers.LeakyReLU),
@@ -389,6 +393,7 @@ def _dot(A, v):
 
 AFFINE_LAYERS = {
     "dense": ((5,), lambda: layers.Dense(4)),
+    "dense_on_image": ((3, 2, 4), lambda: layers.Dense(3)),
     "bn": ((3, 3, 4), layers.BatchNormalization),
     "rescaling": ((3, 3, 2), lambda: layers.Rescaling([-1.5, 0.5], offset=[0.2, 1.0])),
     "normalization": (

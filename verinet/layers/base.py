@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from verinet.bounds.patches import coefficients, like, spread
+from verinet.bounds.patches import Patches, coefficients, like, spread
 
 
 class BoundRule:
@@ -139,6 +139,25 @@ class IdentityRule(AffineRule):
 def sum_spec(t):
     """Sum a ``(batch, specs, ...)`` tensor down to ``(batch, specs)``."""
     return ops.sum(ops.reshape(t, (t.shape[0], t.shape[1], -1)), axis=-1)
+
+
+def dot_spec(coeffs, t, A):
+    """``sum_spec(coeffs * spread(t, A))`` without the product tensor.
+
+    ``coeffs`` has ``A``'s form; ``t`` is per element ``(b, *shape)``. Dense
+    rows take a matrix product (one for the whole batch when the rows are
+    shared, batch 1); patches rows the elementwise product.
+    """
+    if isinstance(A, Patches):
+        return sum_spec(coeffs * A.unfold(t))
+    flat = ops.reshape(t, (t.shape[0], -1))
+    if coeffs.shape[0] == 1:  # rows shared by the batch: one matrix product
+        rows = ops.reshape(coeffs, (coeffs.shape[1], -1))
+        return ops.transpose(ops.matmul(rows, ops.transpose(flat)))
+    # Plain 2-D and batched products only: a broadcast product may round
+    # differently depending on whether gradients are recorded.
+    rows = ops.reshape(coeffs, (coeffs.shape[0], coeffs.shape[1], -1))
+    return ops.squeeze(ops.matmul(rows, flat[:, :, None]), axis=-1)
 
 
 def split_signs(A):

@@ -47,5 +47,6 @@ class Dense(keras.layers.Dense, AffineRule):
     def backward_affine(self, A, input_shape):
         kernel = cast_like(self.kernel, A)
         A_in = ops.matmul(A, ops.transpose(kernel))
-        bias = sum_spec(A * self._bias(A)) if self.use_bias else None
+        # A Dense on (..., features) sums the bias over the leading positions too.
+        bias = sum_spec(ops.matmul(A, self._bias(A))) if self.use_bias else None
         return A_in, bias

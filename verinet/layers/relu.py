@@ -6,7 +6,7 @@ from keras import ops
 from verinet.bounds.patches import coefficients, like, spread
 from verinet.bounds.relaxations import leaky_relu_lines, leaky_relu_relaxation
 from verinet.errors import InvalidInputError
-from verinet.layers.base import ElementwiseRule, split_signs, sum_spec
+from verinet.layers.base import ElementwiseRule, dot_spec, split_signs
 
 
 class _ReluFamilyRule(ElementwiseRule):
@@ -38,28 +38,28 @@ class _ReluFamilyRule(ElementwiseRule):
                 ``[negative_slope, 1]`` is sound; others are clipped into that
                 range. Stable neurons keep the exact line.
         """
-        lines = leaky_relu_lines(lower, upper, self._slope())
+        *lines, ub = leaky_relu_lines(lower, upper, self._slope())
         lA_in = uA_in = lbias = ubias = None
         shared = None  # spread lines and sign split, when both sides are one spec
         if lA is not None:
-            lw, uw, ub = (spread(t, lA) for t in lines)
+            lw, uw = (spread(t, lA) for t in lines)
             lw = self._alpha_line(
                 lw, lower, upper, None if alpha is None else alpha[0], lA
             )
             pos, neg = split_signs(coefficients(lA))
-            shared = (lw, uw, ub, pos, neg) if uA is lA and alpha is None else None
+            shared = (lw, uw, pos, neg) if uA is lA and alpha is None else None
             # Each entry is whole in pos or neg: products as exact as A * w.
             lA_in = like(lA, pos * lw + neg * uw)
-            lbias = sum_spec(neg * ub)
+            lbias = dot_spec(neg, ub, lA)
         if uA is not None:
             if shared is None:
-                lw, uw, ub = (spread(t, uA) for t in lines)
+                lw, uw = (spread(t, uA) for t in lines)
                 lw = self._alpha_line(
                     lw, lower, upper, None if alpha is None else alpha[1], uA
                 )
                 pos, neg = split_signs(coefficients(uA))
             uA_in = like(uA, pos * uw + neg * lw)
-            ubias = sum_spec(pos * ub)
+            ubias = dot_spec(pos, ub, uA)
         return lA_in, uA_in, lbias, ubias
 
     def _alpha_line(self, lw, lower, upper, alpha, A):
