@@ -116,11 +116,11 @@ class ElementwiseRule(SingleInputRule):
         if lA is not None:
             signs = pos, neg = split_signs(coefficients(lA))
             lA_in = like(lA, pos * spread(lw, lA) + neg * spread(uw, lA))
-            lbias = sum_spec(pos * spread(lb, lA) + neg * spread(ub, lA))
+            lbias = dot_spec(pos, lb, lA) + dot_spec(neg, ub, lA)
         if uA is not None:
             pos, neg = signs if uA is lA else split_signs(coefficients(uA))
             uA_in = like(uA, pos * spread(uw, uA) + neg * spread(lw, uA))
-            ubias = sum_spec(pos * spread(ub, uA) + neg * spread(lb, uA))
+            ubias = dot_spec(pos, ub, uA) + dot_spec(neg, lb, uA)
         return lA_in, uA_in, lbias, ubias
 
 
