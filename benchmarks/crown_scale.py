@@ -367,9 +367,13 @@ def _auto_lirpa_runner(
         "ignore", "`torch.jit.script` is deprecated", DeprecationWarning
     )
 
+    from verinet.bounds.precision import ieee_float32
+
     twin = torch_twin(model).to(device)
     x_torch = to_nchw(x)
-    with torch.no_grad():
+    # Full float32 for the twin check and auto_LiRPA's bounds, as verinet's
+    # bounds run: torch lets cuDNN convolutions use TF32 by default on GPUs.
+    with torch.no_grad(), ieee_float32():
         ref = np.asarray(model(x, training=False).detach().cpu())
         out = twin(torch.from_numpy(x_torch).to(device)).cpu().numpy()
     diff = float(np.max(np.abs(out - ref)))
@@ -385,6 +389,10 @@ def _auto_lirpa_runner(
     low_in, high_in = INPUT_RANGE
 
     def run():
+        with ieee_float32():
+            return _bound()
+
+    def _bound():
         center = torch.from_numpy(x_torch).to(device)
         ptb = PerturbationLpNorm(
             norm=float("inf"),

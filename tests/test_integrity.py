@@ -250,7 +250,12 @@ def test_untouched_and_foreign_onnx_files_load_silently(rng, tmp_path):
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     foreign = tmp_path / "foreign.onnx"
-    onnx.save(onnx.helper.make_model(graph), foreign)
+    opset = [onnx.helper.make_opsetid("", 17)]
+    # The oldest IR version for the opset: onnx's default (its newest) may be
+    # newer than the installed onnxruntime reads.
+    ir_version = onnx.helper.find_min_ir_version_for(opset)
+    model = onnx.helper.make_model(graph, opset_imports=opset, ir_version=ir_version)
+    onnx.save(model, foreign)
     prop = _property(tmp_path / "prop.vnnlib", 4, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", vn.CertificateMismatchWarning)

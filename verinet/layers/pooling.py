@@ -126,7 +126,13 @@ class MaxPooling2D(keras.layers.MaxPooling2D, _PoolGeometry, SingleInputRule):
         super().__init__(pool_size, strides=strides, padding=padding, **kwargs)
 
     def interval(self, lower, upper):
-        return self.call(lower), self.call(upper)
+        # The window maximum by hand, not torch's max_pool2d: on CUDA its
+        # float64 kernel fails ("misaligned address") on channels-last views.
+        out_hw = tuple(self.compute_output_shape(lower.shape)[1:3])
+        return tuple(
+            ops.max(ops.stack(self._windows(t, out_hw, float("-inf")), axis=-1), -1)
+            for t in (lower, upper)
+        )
 
     def _relaxation(self, lower, upper, out_hw):
         """Return ``(onehot, exact, top)``: chosen input, dominance, max upper."""
