@@ -206,6 +206,14 @@ def test_try_points_returns_a_violating_point_and_skips_the_others(identity_path
     assert problem.try_points(points[:2], region) is None
 
 
+def test_try_points_takes_a_point_exactly_on_a_non_strict_bound(identity_path):
+    """ "y0 <= 0.5" holds at y0 = 0.5 (score exactly 0)."""
+    problem = _problem(identity_path)
+    region = _region([0.5, 0], [1, 1], [_spec([[1, 0]], [0.5])])
+    x, y = problem.try_points(np.array([[0.75, 0.5], [0.5, 0.5]]), region)
+    assert x[0] == 0.5 and y[0] == 0.5
+
+
 def test_pgd_walks_into_a_corner_sampling_misses(tmp_path):
     """y = sum(x) on [0, 1]^20: "y >= 19.5" holds on a 1e-22 share of the box
     (the centre and random starts sum to about 10)."""
@@ -227,17 +235,18 @@ def test_pgd_starts_from_the_centre(identity_path):
 
 
 def test_pgd_pads_conjunctions_of_different_lengths(tmp_path):
-    """One spec of 1 row (impossible), one of 2 rows that holds only near the
-    corner x0 = 1, x1 = 0 of [0, 1]^2 (y = x)."""
+    """y = x on [0, 1]^2. The 1-row spec "y0 >= 0.97" holds near x0 = 1; the
+    2-row spec "y0 <= 0 and y0 >= 1" never holds and pulls its starts to
+    x0 = 0.5. The 1-row spec's padded row must not count."""
     path = _linear_net(tmp_path, np.eye(2), [0, 0], "id2b")
     problem = _problem(path)
-    specs = [_spec([[1, 0]], [-1.0]), _spec([[-1, 0], [0, 1]], [-0.97, 0.03])]
+    specs = [_spec([[-1, 0]], [-0.97]), _spec([[1, 0], [-1, 0]], [0.0, -1.0])]
     region = _region([0, 0], [1, 1], specs)
     A, b, mask = search._padded(specs)
     assert A.shape == (2, 2, 2) and mask.tolist() == [[True, False], [True, True]]
-    np.testing.assert_array_equal(b, [[-1.0, 0.0], [-0.97, 0.03]])
+    np.testing.assert_array_equal(b, [[-0.97, 0.0], [0.0, -1.0]])
     x, _ = problem.pgd(region, specs)
-    assert x[0] >= 0.97 and x[1] <= 0.03
+    assert x[0] >= 0.97
 
 
 # ---------------------------------------------------------------------------
@@ -286,8 +295,12 @@ def test_a_point_bounds_cannot_settle_is_unknown_not_unsat(identity_path):
     false there, but within the tolerance, so bounds cannot refute it and
     the point cannot be split."""
     problem = _problem(identity_path, tolerance=1e-5)
+    calls = []
+    proven = problem.proven
+    problem.proven = lambda *args: calls.append(1) or proven(*args)
     region = _region([1, 0], [1, 0], [_spec([[1, 0]], [1 - 1e-7])])
     assert _solve(problem, region) == ("unknown", None)
+    assert len(calls) == 1  # a point is given up on, never "split"
 
 
 def test_an_empty_conjunction_is_sat_at_the_centre(identity_path):
@@ -297,6 +310,36 @@ def test_an_empty_conjunction_is_sat_at_the_centre(identity_path):
     assert status == "sat"
     np.testing.assert_array_equal(x, np.float32([0.5, 3.0]))
     np.testing.assert_array_equal(y, [0.5, 3.0])
+
+
+def test_an_empty_conjunction_on_an_empty_box_is_not_sat(identity_path):
+    """No input lies in 0.5 < x0 <= 0.5: nothing can be confirmed."""
+    problem = _problem(identity_path)
+    region = _region([0.5, 0], [0.5, 1], [_spec([], [])], strict_lower=[True, False])
+    assert _solve(problem, region) == ("unknown", None)
+
+
+def test_a_proven_chunk_does_not_end_the_search(identity_path):
+    """y = x on [-1, 1]^2, "y0 >= 0.999 and y1 >= 0.999" (a corner sampling
+    misses). With one sub-box per bound batch, the first split's left half
+    (y0 <= 0) is proven alone; the right half still holds the corner."""
+    problem = _problem(identity_path)
+    region = _region([-1, -1], [1, 1], [_spec([[-1, 0], [0, -1]], [-0.999, -0.999])])
+    status, found = _solve(problem, region, batch=1)
+    assert status == "sat", status
+    assert np.all(found[0] >= 0.999)
+
+
+def test_no_attack_means_no_pgd(zero_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("PGD ran with attack=None")
+
+    monkeypatch.setattr(search._Problem, "pgd", fail)
+    region = _region([-1, -1], [1, 1], [_spec([[-1]], [-0.5], outputs=1)])
+    prop = _property(region, n_out=1)
+    assert verify(zero_path, prop, attack=None, method="ibp", timeout=20) == "unsat"
+    with pytest.raises(AssertionError, match="PGD ran"):
+        verify(zero_path, prop, method="ibp", timeout=20)
 
 
 def _property(*regions, n_in=2, n_out=2):
@@ -320,6 +363,28 @@ def test_a_violated_later_region_gives_sat(identity_path):
     result = verify(identity_path, _property(proven, broken), timeout=20)
     assert result == "sat"
     assert 2.5 <= result.counterexample[0] <= 3 and result.output[0] >= 2.5
+
+
+def test_results_carry_their_evidence(identity_path):
+    """Timing and detail of each answer; ``batch_size=1`` and an in-memory
+    ``onnx.ModelProto`` are accepted."""
+    import time
+
+    proven = _region([-1, -1], [1, 1], [_spec([[1, 0]], [-2.0])])
+    broken = _region([2, 2], [3, 3], [_spec([[-1, 0]], [-2.5])])
+    unsettled = _region([1, 0], [1, 0], [_spec([[1, 0]], [1 - 1e-7])])
+    proto = load_onnx(identity_path)
+    for prop, status, detail in [
+        (_property(proven), "unsat", "proven by bounds"),
+        (_property(proven, broken), "sat", "counterexample found"),
+        (_property(unsettled), "unknown", "not settled"),
+    ]:
+        for network in (identity_path, proto):
+            start = time.perf_counter()
+            result = verify(network, prop, batch_size=1, timeout=20)
+            wall = time.perf_counter() - start
+            assert (result, result.detail) == (status, detail)
+            assert 0 < result.seconds <= wall
 
 
 def test_multidimensional_outputs_are_flattened_row_major(tmp_path):
@@ -373,6 +438,8 @@ def test_vnncomp_lists_the_counterexample_and_outputs_exactly():
     ]
     values = [float(v) for _, _, v in pairs]
     assert values == [float(x[0]), -2.5, 0.30000001192092896, 7.0]  # no rounding
+    one = search.VerificationResult("sat", np.float32([0.5]), np.array([7.0]))
+    assert one.vnncomp() == "sat\n((X_0 0.5)\n (Y_0 7.0))\n"
     assert search.VerificationResult("unsat").vnncomp() == "unsat\n"
     assert search.VerificationResult("unknown").vnncomp() == "unknown\n"
     with pytest.raises(ValueError, match="status"):
@@ -390,7 +457,9 @@ def test_verbose_reports_on_stderr_only(identity_path, capsys):
     assert out == ""
     lines = err.strip().splitlines()
     assert all(line.startswith("verinet verify [") for line in lines)
-    assert "2 inputs, 2 outputs; 2 input region(s)" in lines[0]
+    assert f"] {identity_path}: 2 inputs, 2 outputs; 2 input region(s)" in lines[0]
+    elapsed = [float(re.match(r"verinet verify \[ *([0-9.]+)s\]", x)[1]) for x in lines]
+    assert elapsed == sorted(elapsed) and elapsed[-1] < 60
     assert any("region 1/2: unsat" in line for line in lines)
     assert "region 2/2: sat" in lines[-1]
     verify(identity_path, _property(regions[0]), timeout=20)  # verbose=0
