@@ -456,3 +456,18 @@ def test_crown_ibp_is_the_training_name_and_crown_its_alias(digits):
     model = mlp(8)
     model.compile("adam")
     assert model.fit(x[:64], y[:64], verbose=0).params["robust"] == "standard"
+
+
+def test_jit_compile_with_a_ramped_epsilon_warns():
+    """torch.compile specializes on the epsilon value: a ramp retraces the
+    step every batch and the logged epsilon can lag, so the user is told."""
+    import warnings
+
+    model = vn.Sequential([layers.Input((4,)), layers.Dense(2)])
+    with pytest.warns(UserWarning, match="changing epsilon schedule"):
+        model.compile("adam", robust="ibp", epsilon=0.1, jit_compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        constant = vn.schedules.Constant(0.1)
+        model.compile("adam", robust="ibp", epsilon=constant, jit_compile=True)
+        model.compile("adam", robust="ibp", epsilon=0.1)

@@ -11,6 +11,7 @@ other data batch by batch); that lives in ``data_checks.py``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import keras
@@ -21,7 +22,12 @@ from verinet._validation import check_choice, check_input_range
 from verinet.errors import InvalidInputError
 from verinet.models.data_checks import DataChecks, is_sparse_loss
 from verinet.objectives.base import Context, serialize_value
-from verinet.schedules.schedules import Schedule, check_schedule, resolve_schedule
+from verinet.schedules.schedules import (
+    Constant,
+    Schedule,
+    check_schedule,
+    resolve_schedule,
+)
 
 
 @dataclass
@@ -173,6 +179,9 @@ class RobustTrainingMixin:
             epsilon_schedule: a schedule whose unset ``end`` is ``epsilon``.
             **kwargs: options for a named objective (e.g. ``beta=6.0``,
                 ``steps=10``), then Keras's own compile arguments.
+                ``jit_compile=True`` works but warns unless epsilon is a
+                ``Constant``: torch.compile retraces the step at every new
+                epsilon value.
 
         Returns:
             None.
@@ -230,6 +239,19 @@ class RobustTrainingMixin:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics is None:
             metrics = ["accuracy"]
+        if keras_kwargs.get("jit_compile") is True and not isinstance(
+            schedule, Constant
+        ):
+            warnings.warn(
+                "compile(jit_compile=True) with a changing epsilon schedule: "
+                "torch.compile retraces the train step whenever epsilon "
+                "changes (every batch of the ramp), and the logged 'epsilon' "
+                "can lag the value the loss used. Pass a constant epsilon "
+                "(vn.schedules.Constant) or leave jit_compile off; it did not "
+                "speed up robust training on the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **keras_kwargs)
         names = ["epsilon"] if objective.name != "standard" else []
         names += list(objective.metric_names)
