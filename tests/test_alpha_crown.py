@@ -184,6 +184,33 @@ def test_optimized_bounds_are_sound_never_looser_and_tighter_on_average(seed):
         assert np.mean(a_up - a_low) < 0.995 * np.mean(c_up - c_low)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_specification_bounds_are_sound(seed):
+    """``C @ f`` with as many rows as outputs (so bounds of the wrong quantity
+    would still broadcast) and outputs shifted far from the spec's values:
+    every bound, including the IBP bound alpha-CROWN intersects with, must
+    be of ``C @ f``."""
+    rng = np.random.default_rng(10 + seed)
+    model = randomize_weights(_mlp(), rng, scale=1.5)
+    last = model.layers[-1]
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel, bias + 5.0])  # outputs near +5, -f near -5
+    x = random_inputs((5,), 4, rng, (0.0, 1.0))
+    n = bias.shape[0]
+    C = np.tile(-np.eye(n, dtype=np.float32), (len(x), 1, 1))
+    C[:, 0] += rng.standard_normal((len(x), n)).astype(np.float32)
+    check_soundness(
+        model,
+        x,
+        0.3,
+        input_range=(0.0, 1.0),
+        methods=("crown", AlphaCROWN(iterations=5), AlphaCROWN(intermediate=False)),
+        C=C,
+        n_samples=256,
+        seed=seed,
+    )
+
+
 def test_random_slopes_for_hidden_layers_in_patches_form_are_sound():
     """Every slope variable (output and hidden layers, dense and patches
     windows) set at random in [-1, 2]: the bounds still hold."""
