@@ -268,8 +268,11 @@ def test_hidden_layer_slopes_tighten_and_a_small_budget_skips_them():
     # A budget that can hold no hidden layer's graph: the output's slopes only.
     with vn.bounds.memory_limit(0.01):
         squeezed = vn.compute_bounds(model, x, 0.1, method=AlphaCROWN(), **kwargs)
-    np.testing.assert_allclose(squeezed[0], output_only[0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(squeezed[1], output_only[1], rtol=1e-6, atol=1e-6)
+    # Equal up to float rounding (row chunks change the order of sums, and
+    # the optimizer's steps carry it); optimizing hidden slopes moves the
+    # widths by over 1% (above).
+    np.testing.assert_allclose(squeezed[0], output_only[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(squeezed[1], output_only[1], rtol=1e-5, atol=1e-5)
 
 
 def test_zero_iterations_is_crown():

@@ -79,28 +79,33 @@ def conv2d_transpose(A, kernel, strides, pads, in_hw):
     return crop_hw(out, pads, in_hw)
 
 
-_FOLD_MAX_CHANNELS = 4
+_OVERLAP_ADD_MAX_CHANNELS = 4
 
 
 def window_conv_transpose(A, kernel, strides):
     """The 'valid' transposed convolution of small windows ``(N, kh, kw, Cout)``
     → ``(N, (kh-1)*s + k, (kw-1)*s + k, Cin)`` (patches back through a Conv2D).
 
-    On torch, windows larger than one pixel onto few channels (the first
+    On the CPU, windows larger than one pixel onto few channels (the first
     convolution of an image model) go through one matmul and an overlap-add
-    (``fold``), about 3x faster than ``conv_transpose2d`` there; with many
-    channels the transposed convolution is about 4x faster than the fold and
-    is used.
+    of the ``kh * kw`` window entries, 1.1-4.5x faster than torch's ``fold``
+    (whose col2im loops over the ``N`` windows) and faster still than
+    ``conv_transpose2d`` there; with many channels, or on a GPU, the
+    transposed convolution is used.
     """
     n, kh, kw, cout = A.shape
     kx, ky, cin, _ = kernel.shape
     out_hw = ((kh - 1) * strides[0] + kx, (kw - 1) * strides[1] + ky)
     F = _torch()
-    if F is None or kh * kw == 1 or cin > _FOLD_MAX_CHANNELS:
+    few_channels = cin <= _OVERLAP_ADD_MAX_CHANNELS and not getattr(A, "is_cuda", False)
+    if F is None or kh * kw == 1 or not few_channels:
         return conv2d_transpose(A, kernel, strides, ((0, 0), (0, 0)), out_hw)
-    # Every window entry times the whole kernel: (n, kh*kw, kx*ky*cin).
+    # Every window entry times the whole kernel: (n, kh, kw, kx, ky, cin).
     blocks = A.reshape(n * kh * kw, cout) @ kernel.reshape(kx * ky * cin, cout).T
-    blocks = blocks.reshape(n, kh * kw, kx, ky, cin).permute(0, 4, 2, 3, 1)
-    blocks = blocks.reshape(n, cin * kx * ky, kh * kw)
-    out = F.fold(blocks, out_hw, (kx, ky), stride=tuple(strides))
-    return out.permute(0, 2, 3, 1)
+    blocks = blocks.reshape(n, kh, kw, kx, ky, cin)
+    out = A.new_zeros((n, *out_hw, cin))
+    (sx, sy) = strides
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i * sx : i * sx + kx, j * sy : j * sy + ky] += blocks[:, i, j]
+    return out
