@@ -86,19 +86,19 @@ def window_conv_transpose(A, kernel, strides):
     """The 'valid' transposed convolution of small windows ``(N, kh, kw, Cout)``
     → ``(N, (kh-1)*s + k, (kw-1)*s + k, Cin)`` (patches back through a Conv2D).
 
-    On the CPU, windows larger than one pixel onto few channels (the first
+    On torch, windows larger than one pixel onto few channels (the first
     convolution of an image model) go through one matmul and an overlap-add
-    of the ``kh * kw`` window entries, 1.1-4.5x faster than torch's ``fold``
-    (whose col2im loops over the ``N`` windows) and faster still than
-    ``conv_transpose2d`` there; with many channels, or on a GPU, the
+    of the ``kh * kw`` window entries: on the CPU 1.1-4.5x faster than
+    torch's ``fold`` (whose col2im loops over the ``N`` windows, a kernel
+    launch each on a GPU) and faster than ``conv_transpose2d``, which on an
+    H200 was also slower than ``fold`` at batch 1024. With many channels the
     transposed convolution is used.
     """
     n, kh, kw, cout = A.shape
     kx, ky, cin, _ = kernel.shape
     out_hw = ((kh - 1) * strides[0] + kx, (kw - 1) * strides[1] + ky)
     F = _torch()
-    few_channels = cin <= _OVERLAP_ADD_MAX_CHANNELS and not getattr(A, "is_cuda", False)
-    if F is None or kh * kw == 1 or not few_channels:
+    if F is None or kh * kw == 1 or cin > _OVERLAP_ADD_MAX_CHANNELS:
         return conv2d_transpose(A, kernel, strides, ((0, 0), (0, 0)), out_hw)
     # Every window entry times the whole kernel: (n, kh, kw, kx, ky, cin).
     blocks = A.reshape(n * kh * kw, cout) @ kernel.reshape(kx * ky * cin, cout).T
