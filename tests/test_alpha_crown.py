@@ -275,16 +275,37 @@ def test_hidden_layer_slopes_tighten_and_a_small_budget_skips_them():
     np.testing.assert_allclose(squeezed[1], output_only[1], rtol=1e-5, atol=1e-5)
 
 
-def test_zero_iterations_is_crown():
+@pytest.mark.parametrize("kind", ["cnn", "leaky_mlp"])
+def test_zero_iterations_is_crown(kind):
+    """The slopes start at CROWN's own (LeakyReLU's floor included)."""
     rng = np.random.default_rng(5)
-    model = randomize_weights(_cnn(), rng, scale=1.5)
-    x = random_inputs((8, 8, 1), 3, rng, (0.0, 1.0))
+    model, shape = (_cnn(), (8, 8, 1)) if kind == "cnn" else (_mlp(0.2), (5,))
+    model = randomize_weights(model, rng, scale=1.5)
+    x = random_inputs(shape, 3, rng, (0.0, 1.0))
     crown = vn.compute_bounds(model, x, 0.1, method="crown", input_range=(0, 1))
     alpha = vn.compute_bounds(
         model, x, 0.1, method=AlphaCROWN(iterations=0), input_range=(0, 1)
     )
     np.testing.assert_array_equal(alpha[0], crown[0])
     np.testing.assert_array_equal(alpha[1], crown[1])
+
+
+def test_both_sides_tighten_and_the_best_iterate_is_kept():
+    """Lower and upper bounds are each optimized. With steps so large that
+    the iterates overshoot, the best bound seen (from CROWN's start on) is
+    what comes back, never a later, looser one."""
+    rng = np.random.default_rng(8)
+    model = randomize_weights(_mlp(), rng, scale=1.5)
+    x = random_inputs((5,), 8, rng, (0.0, 1.0))
+    kwargs = dict(input_range=(0.0, 1.0))
+    c_low, c_up = vn.compute_bounds(model, x, 0.3, method="crown", **kwargs)
+    # Output slopes only: each side tightens through its own slopes.
+    own = AlphaCROWN(iterations=10, intermediate=False)
+    a_low, a_up = vn.compute_bounds(model, x, 0.3, method=own, **kwargs)
+    assert np.mean(a_low - c_low) > 1e-3 and np.mean(c_up - a_up) > 1e-3
+    wild = AlphaCROWN(iterations=6, lr=50.0)
+    w_low, w_up = vn.compute_bounds(model, x, 0.3, method=wild, **kwargs)
+    assert np.all(w_low >= c_low) and np.all(w_up <= c_up)
 
 
 def test_training_weights_get_no_gradients():
