@@ -390,29 +390,26 @@ def _auto_lirpa_runner(
 
     def run():
         with ieee_float32():
-            return _bound()
-
-    def _bound():
-        center = torch.from_numpy(x_torch).to(device)
-        ptb = PerturbationLpNorm(
-            norm=float("inf"),
-            eps=eps,
-            x_L=torch.clamp(center - eps, low_in, high_in),
-            x_U=torch.clamp(center + eps, low_in, high_in),
-        )
-        bounded_x = (BoundedTensor(center, ptb),)
-        if alpha:
-            # The slopes are optimized by gradient descent: no torch.no_grad().
-            lower, upper = bounded.compute_bounds(
-                x=bounded_x,
-                method="CROWN-Optimized",
-                bound_lower=True,
-                bound_upper=True,
+            center = torch.from_numpy(x_torch).to(device)
+            ptb = PerturbationLpNorm(
+                norm=float("inf"),
+                eps=eps,
+                x_L=torch.clamp(center - eps, low_in, high_in),
+                x_U=torch.clamp(center + eps, low_in, high_in),
             )
-        else:
-            with torch.no_grad():
-                lower, upper = bounded.compute_bounds(x=bounded_x, method="CROWN")
-        return lower.detach().cpu().numpy(), upper.detach().cpu().numpy()
+            bounded_x = (BoundedTensor(center, ptb),)
+            if alpha:
+                # The slopes are optimized by gradient descent: no torch.no_grad().
+                lower, upper = bounded.compute_bounds(
+                    x=bounded_x,
+                    method="CROWN-Optimized",
+                    bound_lower=True,
+                    bound_upper=True,
+                )
+            else:
+                with torch.no_grad():
+                    lower, upper = bounded.compute_bounds(x=bounded_x, method="CROWN")
+            return lower.detach().cpu().numpy(), upper.detach().cpu().numpy()
 
     return run
 

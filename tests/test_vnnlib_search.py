@@ -10,6 +10,7 @@ import verinet as vn  # noqa: I001 - verinet before keras
 
 import importlib
 import re
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -268,8 +269,6 @@ def zero_path(tmp_path_factory):
 
 
 def _solve(problem, region, attack=None, batch=8, timeout=30.0):
-    import time
-
     deadline = time.perf_counter() + timeout
     rng = np.random.default_rng(0)
     return search._solve_region(problem, region, attack, deadline, batch, rng)
@@ -368,8 +367,6 @@ def test_a_violated_later_region_gives_sat(identity_path):
 def test_results_carry_their_evidence(identity_path):
     """Timing and detail of each answer; ``batch_size=1`` and an in-memory
     ``onnx.ModelProto`` are accepted."""
-    import time
-
     proven = _region([-1, -1], [1, 1], [_spec([[1, 0]], [-2.0])])
     broken = _region([2, 2], [3, 3], [_spec([[-1, 0]], [-2.5])])
     unsettled = _region([1, 0], [1, 0], [_spec([[1, 0]], [1 - 1e-7])])

@@ -97,8 +97,7 @@ def window_conv_transpose(A, kernel, strides):
     n, kh, kw, cout = A.shape
     kx, ky, cin, _ = kernel.shape
     out_hw = ((kh - 1) * strides[0] + kx, (kw - 1) * strides[1] + ky)
-    F = _torch()
-    if F is None or kh * kw == 1 or cin > _OVERLAP_ADD_MAX_CHANNELS:
+    if _torch() is None or kh * kw == 1 or cin > _OVERLAP_ADD_MAX_CHANNELS:
         return conv2d_transpose(A, kernel, strides, ((0, 0), (0, 0)), out_hw)
     # Every window entry times the whole kernel: (n, kh, kw, kx, ky, cin).
     blocks = A.reshape(n * kh * kw, cout) @ kernel.reshape(kx * ky * cin, cout).T

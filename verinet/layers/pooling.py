@@ -129,15 +129,15 @@ class MaxPooling2D(keras.layers.MaxPooling2D, _PoolGeometry, SingleInputRule):
         # The window maximum by hand, not torch's max_pool2d: on CUDA its
         # float64 kernel fails ("misaligned address") on channels-last views.
         out_hw = tuple(self.compute_output_shape(lower.shape)[1:3])
-        return tuple(
-            ops.max(ops.stack(self._windows(t, out_hw, float("-inf")), axis=-1), -1)
-            for t in (lower, upper)
-        )
+        return tuple(ops.max(self._stacked(t, out_hw), axis=-1) for t in (lower, upper))
+
+    def _stacked(self, t, out_hw):
+        """Each window's elements along a last axis, padding read as -inf."""
+        return ops.stack(self._windows(t, out_hw, float("-inf")), axis=-1)
 
     def _relaxation(self, lower, upper, out_hw):
         """Return ``(onehot, exact, top)``: chosen input, dominance, max upper."""
-        low = ops.stack(self._windows(lower, out_hw, float("-inf")), axis=-1)
-        up = ops.stack(self._windows(upper, out_hw, float("-inf")), axis=-1)
+        low, up = self._stacked(lower, out_hw), self._stacked(upper, out_hw)
         choice = ops.argmax(low, axis=-1)
         onehot = ops.one_hot(choice, low.shape[-1], dtype=lower.dtype)
         best_low = ops.max(low, axis=-1)
