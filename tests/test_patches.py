@@ -45,7 +45,8 @@ def geometries(draw):
     height, width = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     channels = draw(st.integers(1, 3))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    offset = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    # Zoo layers give offsets >= 0; negative ones test the frame arithmetic.
+    offset = (draw(st.integers(-2, 3)), draw(st.integers(-2, 3)))
     window = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     n_rows = draw(st.integers(1, 6))
     rows = [
@@ -95,7 +96,7 @@ def test_adding_patches_with_different_windows_matches_dense(geometry, seed, dat
     other = (
         shape,
         stride,
-        (data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))),
+        (data.draw(st.integers(-2, 3)), data.draw(st.integers(-2, 3))),
         (data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))),
         rows,
     )
@@ -105,6 +106,53 @@ def test_adding_patches_with_different_windows_matches_dense(geometry, seed, dat
     assert isinstance(total, Patches)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(total.to_dense()),
+        keras.ops.convert_to_numpy(a.to_dense())
+        + keras.ops.convert_to_numpy(b.to_dense()),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("offsets", [((-2, -1), (1, 1)), ((1, 0), (-2, -2))])
+def test_adding_patches_with_offsets_of_both_signs_matches_dense(offsets):
+    """A window that starts past its row's position (negative offset) next to
+    one that starts before it: the common frame must hold both whole."""
+    rows = np.array([(0, 0), (1, 2), (3, 1)])
+    shape = (6, 6, 2)
+    rng = np.random.default_rng(0)
+    a, _ = _random_patches((shape, (1, 1), offsets[0], (2, 2), rows), rng)
+    b, _ = _random_patches((shape, (1, 1), offsets[1], (3, 3), rows), rng)
+    total = add_linear(a, b)
+    assert isinstance(total, Patches)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(total.to_dense()),
+        keras.ops.convert_to_numpy(a.to_dense())
+        + keras.ops.convert_to_numpy(b.to_dense()),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+@given(geometry=geometries(), seed=st.integers(0, 2**16), data=st.data())
+def test_adding_misaligned_patches_falls_back_to_dense(geometry, seed, data):
+    """Two patches on the same node but another stride or other row positions
+    cannot share a window frame: their sum must be the dense sum."""
+    rng = np.random.default_rng(seed)
+    shape, stride, offset, window, rows = geometry
+    if data.draw(st.booleans()):
+        other_stride = (stride[0] % 3 + 1, stride[1])  # another row stride
+        other_rows = rows
+    else:
+        other_stride = stride
+        other_rows = rows.copy()
+        other_rows[0, 1] += 1  # the first row one column over
+    other = (shape, other_stride, offset, window, other_rows)
+    a, _ = _random_patches(geometry, rng)
+    b, _ = _random_patches(other, rng)
+    total = add_linear(a, b)
+    assert not isinstance(total, Patches)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(total),
         keras.ops.convert_to_numpy(a.to_dense())
         + keras.ops.convert_to_numpy(b.to_dense()),
         rtol=1e-6,
