@@ -660,3 +660,35 @@ def test_hidden_bounds_are_the_prefix_networks_crown_bounds(act):
         assert np.mean(up - low) < 0.9 * np.mean(ibp_up - ibp_low)
     if act != "relu":
         assert stable > checked // 4, "too few stable neurons to test the rule"
+
+
+def test_max_pooling_inputs_are_refined_whole():
+    """Max pooling's relaxation depends on its inputs' whole intervals, so
+    CROWN refines every neuron feeding it, even ReLU outputs (which never
+    straddle zero): they equal the prefix network's CROWN bounds."""
+    rng = np.random.default_rng(3)
+    model = keras.Sequential(
+        [
+            layers.Input((6, 6, 2)),
+            layers.Conv2D(3, 3, padding="same"),
+            layers.ReLU(),
+            layers.Conv2D(3, 3, padding="same"),
+            layers.ReLU(),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(3),
+        ]
+    )
+    model = randomize_weights(model, rng, scale=1.5)
+    x = random_inputs((6, 6, 2), 2, rng)
+    eps = 0.05
+    graph = vn.bounds.BoundGraph(model)
+    with torch.no_grad():
+        hidden = crown_pass(graph, keras.ops.convert_to_tensor(x), LinfBall(eps))
+    prefix = keras.Sequential([layers.Input((6, 6, 2)), *model.layers[:4]])
+    low, up = vn.compute_bounds(prefix, x, eps, method="crown")
+    ibp_low, ibp_up = vn.compute_bounds(prefix, x, eps, method="ibp")
+    got_low, got_up = (keras.ops.convert_to_numpy(b) for b in hidden[4])
+    np.testing.assert_allclose(got_low, low, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_up, up, rtol=1e-5, atol=1e-5)
+    assert np.mean(up - low) < 0.9 * np.mean(ibp_up - ibp_low)
