@@ -1,5 +1,6 @@
 """Bad arguments raise verinet errors that name the problem; backend checks."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -270,7 +271,7 @@ def test_other_keras_backend_is_refused():
     result = _run(code, KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "verinet._backend BackendError"
+    assert lines[0] == "verinet.errors BackendError"
     assert "torch" in lines[1] and "jax" in lines[1]
     # The check happens before Keras is imported with the wrong backend.
     assert lines[-1] == "keras imported: False"
@@ -291,9 +292,29 @@ def test_unset_backend_selects_torch():
 
 def test_backend_error_is_exported():
     assert issubclass(vn.BackendError, RuntimeError)
+    assert issubclass(vn.BackendError, vn.VerinetError)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KERAS_BACKEND", "tensorflow")
         from verinet import _backend
 
         with pytest.raises(vn.BackendError, match="torch"):
             _backend.ensure_torch_backend()
+
+
+def test_dense_with_lora_is_refused_by_a_verinet_error():
+    with pytest.raises(vn.InvalidInputError, match="LoRA"):
+        L.Dense(3, lora_rank=2)
+
+
+def test_compute_bounds_defaults_to_crown_like_certify(model, good):
+    """One default everywhere: ``compute_bounds``, ``model.bounds`` and
+    ``certify`` all use CROWN unless told otherwise."""
+    x = good[0]
+    default = vn.compute_bounds(model, x, 0.1)
+    crown = vn.compute_bounds(model, x, 0.1, method="crown")
+    ibp = vn.compute_bounds(model, x, 0.1, method="ibp")
+    np.testing.assert_array_equal(default[0], crown[0])
+    np.testing.assert_array_equal(default[1], crown[1])
+    assert np.mean(ibp[1] - ibp[0]) > np.mean(crown[1] - crown[0])
+    for fn in (vn.certify, vn.margin_bounds, vn.Sequential.bounds):
+        assert inspect.signature(fn).parameters["method"].default == "crown"

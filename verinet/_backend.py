@@ -3,9 +3,9 @@
 import os
 import sys
 
+from verinet.errors import BackendError
 
-class BackendError(RuntimeError):
-    """Raised when Keras was already imported with a backend other than torch."""
+__all__ = ["BackendError", "ensure_torch_backend"]
 
 
 def ensure_torch_backend() -> None:

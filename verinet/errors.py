@@ -5,6 +5,10 @@ class VerinetError(Exception):
     """Base class of every error verinet raises on purpose."""
 
 
+class BackendError(VerinetError, RuntimeError):
+    """Keras was imported with a backend other than torch (verinet needs torch)."""
+
+
 class UnsupportedLayerError(VerinetError, TypeError):
     """A layer has no bound rule, so the model cannot be bounded or converted."""
 

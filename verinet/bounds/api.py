@@ -98,7 +98,7 @@ def compute_bounds(
     model,
     x,
     epsilon,
-    method="ibp",
+    method="crown",
     norm="linf",
     input_range=None,
     C=None,
@@ -111,8 +111,9 @@ def compute_bounds(
         model: a Keras model made of verinet layers (see ``vn.convert``).
         x: inputs ``(batch, *input_shape)``.
         epsilon: radius of the ball, in input units.
-        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"`` or a
-            bound method object (e.g. ``vn.bounds.AlphaCROWN(iterations=50)``).
+        method: ``"crown"`` (the default, as in ``certify`` and
+            ``model.bounds``), ``"ibp"``, ``"crown-ibp"``, ``"alpha-crown"`` or
+            a bound method object (e.g. ``vn.bounds.AlphaCROWN(iterations=50)``).
         norm: ``"linf"`` or ``"l2"``.
         input_range: optional ``(low, high)`` valid input box.
         C: optional specification ``(batch, specs, classes)``; bounds are then

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_linear_activation
 from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
 from verinet.layers.initializers import resolve_kernel_initializer
@@ -25,7 +26,10 @@ class Dense(keras.layers.Dense, AffineRule):
     def __init__(self, units, activation=None, **kwargs):  # pragma: no mutate block
         require_linear_activation("Dense", activation)
         if kwargs.get("lora_rank"):
-            raise ValueError("verinet.layers.Dense does not support LoRA.")
+            raise InvalidInputError(
+                "verinet.layers.Dense does not support LoRA (lora_rank): its bound "
+                "rules use the full kernel."
+            )
         if "kernel_initializer" in kwargs:
             kwargs["kernel_initializer"] = resolve_kernel_initializer(
                 kwargs["kernel_initializer"]
