@@ -124,7 +124,14 @@ def reference_parts(weights, x, y):
     return logits, ibp, exact, (M, c, low, up)
 
 
-def make_context(model_like, graph, y, training=False, reduction="sum_over_batch_size"):
+def make_context(
+    model_like,
+    graph,
+    y,
+    training=False,
+    reduction="sum_over_batch_size",
+    epsilon_target=2 * EPS,
+):
     ce = keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction=reduction
     )
@@ -137,6 +144,7 @@ def make_context(model_like, graph, y, training=False, reduction="sum_over_batch
         loss=lambda pred: ce(y, pred),
         training=training,
         graph=graph,
+        epsilon_target=epsilon_target,
     )
 
 
@@ -190,7 +198,7 @@ def test_ibp_loss_is_kappa_clean_plus_one_minus_kappa_robust(kappa):
     assert abs(robust - clean) > 0.1
     weight = 0.75 if kappa is None else kappa
     expected = weight * clean + (1 - weight) * robust
-    model_like = SimpleNamespace(_robust=SimpleNamespace(epsilon_target=2 * EPS))
+    model_like = SimpleNamespace()
     got = objective_loss(
         vn.objectives.IBP(kappa=kappa), model, model_like, x, y, logits
     )
@@ -221,9 +229,7 @@ def test_crown_ibp_margins_are_beta_crown_plus_one_minus_beta_ibp(beta):
             abs(cross_entropy(-swapped, y).mean() - cross_entropy(-lower, y).mean())
             > 1e-2
         )
-    model_like = SimpleNamespace(
-        loss=None, _robust=SimpleNamespace(epsilon_target=2 * EPS)
-    )
+    model_like = SimpleNamespace(loss=None)
     objective = vn.objectives.CROWNIBP(beta=beta, kappa=kappa)
     got = objective_loss(objective, model, model_like, x, y, logits)
     assert got == pytest.approx(expected, rel=1e-5)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 
 from verinet.errors import InvalidInputError, UnsupportedLayerError
+from verinet.layers.augmentation import is_inference_identity
 from verinet.layers.base import BoundRule
 from verinet.layers.merge import AddRule
 from verinet.layers.residual import ResidualBlock
@@ -50,7 +51,9 @@ def unsupported(layer, detail: str = "") -> UnsupportedLayerError:
         f"Layer {layer.name!r} ({type(layer).__module__}.{type(layer).__name__}) has "
         f"no bound rule{detail}. Supported verinet layers: "
         f"{', '.join(supported_layers())}. Stock Keras models can be mapped onto "
-        "them with vn.convert(model)."
+        "them with vn.convert(model); stock augmentation and noise layers "
+        "(RandomFlip, GaussianNoise, ...) are accepted as the identity they are "
+        "at inference."
     )
 
 
@@ -85,8 +88,8 @@ class BoundGraph:
         return len(self.nodes) - 1
 
     def _expand(self, layer, inputs: list[int]) -> int:
-        if isinstance(layer, keras.layers.InputLayer):
-            return inputs[0]
+        if isinstance(layer, keras.layers.InputLayer) or is_inference_identity(layer):
+            return inputs[0]  # augmentation and noise: inference passes through
         if isinstance(layer, keras.Model):
             if len(inputs) != 1:
                 raise unsupported(layer, " for several inputs")

@@ -8,6 +8,7 @@ from verinet import layers as zoo
 from verinet.bounds.graph import unsupported
 from verinet.errors import InvalidInputError
 from verinet.layers.activations import ACTIVATIONS
+from verinet.layers.augmentation import is_inference_identity
 
 # Stock Keras class -> zoo class with the same config and weights.
 _SAME_CONFIG = {
@@ -130,8 +131,10 @@ def _convert_layer(layer, input_shape=()) -> list:
     """
     config = layer.get_config()
     config.pop("name", None)
-    if type(layer) in (zoo.ResidualBlock,) or type(layer).__module__.startswith(
-        "verinet"
+    if (
+        type(layer) in (zoo.ResidualBlock,)
+        or type(layer).__module__.startswith("verinet")
+        or is_inference_identity(layer)  # kept: it augments in training
     ):
         return [type(layer).from_config(config)]
     if isinstance(layer, keras.layers.ReLU):
@@ -207,7 +210,10 @@ def convert(model):
     ('relu', 'gelu', 'sigmoid', 'tanh', 'linear'), Flatten, Reshape, Dropout,
     pooling, Add, Rescaling, Normalization, Permute and ZeroPadding2D are
     mapped; fused activations (``Dense(64, activation="relu")``) become a
-    separate activation layer. A setting the zoo cannot compute the same way
+    separate activation layer. Augmentation and noise layers (``RandomFlip``,
+    ``GaussianNoise``, ...; see ``verinet.layers.augmentation``) are kept as
+    they are: the bound graph reads them as the identity they are at
+    inference. A setting the zoo cannot compute the same way
     is refused, never dropped: Conv2D with ``dilation_rate`` or ``groups``
     other than 1, ``data_format="channels_first"`` in convolution, pooling
     and padding, batch norm over an axis other than the last or with

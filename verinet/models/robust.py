@@ -125,7 +125,7 @@ def _epsilon_schedule(epsilon, epsilon_schedule, objective) -> tuple[Schedule, f
         target = resolve_schedule(epsilon, "epsilon").value
         if epsilon_schedule is not None:
             schedule = epsilon_schedule.with_end(target)
-        elif objective.needs_bounds:
+        elif objective.requires_bounds:
             from verinet.schedules import Linear
 
             schedule = Linear(end=target)  # ramps over half of fit's epochs
@@ -231,7 +231,7 @@ class RobustTrainingMixin:
                 input_range, labels=objective.integer_labels or is_sparse_loss(loss)
             ),
         )
-        if objective.name != "standard" and self.built:
+        if objective.requires_bounds and self.built:
             from verinet.bounds.graph import BoundGraph
 
             state.graph = BoundGraph(self)  # raises on unsupported layers
@@ -253,7 +253,7 @@ class RobustTrainingMixin:
                 stacklevel=2,
             )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **keras_kwargs)
-        names = ["epsilon"] if objective.name != "standard" else []
+        names = ["epsilon"] if objective.uses_epsilon else []
         names += list(objective.metric_names)
         state.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         object.__setattr__(self, "_robust", state)
@@ -410,7 +410,7 @@ class RobustTrainingMixin:
             return super().fit(callbacks=callbacks, **arguments)
         with state.checks.fitting(self, x, y, validation_data) as trackers:
             extra = [_ReportObjective(state)]
-            if state.objective.name != "standard":
+            if state.objective.uses_epsilon:
                 state.epsilon = state.epsilon.with_epochs(int(epochs))
                 extra.append(ScheduleClock(state))
             extra += trackers
@@ -478,9 +478,9 @@ class RobustTrainingMixin:
         state = self._robust
         if state is not None and y is not None:
             state.checks.check_label_shape(y, y_pred)
-        if state is None or state.objective.name == "standard":
+        if state is None or not state.objective.uses_epsilon:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if state.objective.needs_bounds and state.graph is None:
+        if state.objective.requires_bounds and state.graph is None:
             from verinet.bounds.graph import BoundGraph
 
             state.graph = BoundGraph(self)
@@ -499,6 +499,7 @@ class RobustTrainingMixin:
             training=training,
             graph=state.graph,
             sample_weight=sample_weight,
+            epsilon_target=state.epsilon_target,
         )
         x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
         if state.objective.integer_labels and len(y.shape) == 2 and y.shape[-1] == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ class Context:
         training: ``True`` in ``fit``'s train step.
         graph: the model's bound graph (bound-based objectives only).
         sample_weight: the batch's sample weights, or ``None``.
+        epsilon_target: the radius the schedule ends at (``None``: the
+            current ``epsilon`` is the target).
     """
 
     model: Any
@@ -36,6 +39,16 @@ class Context:
     training: bool
     graph: Any = None
     sample_weight: Any = None
+    epsilon_target: float | None = None
+
+    @property
+    def ramp_progress(self) -> float:
+        """How far the epsilon ramp has come: ``epsilon / epsilon_target`` in
+        ``[0, 1]`` (1 once the target is reached, or when it is 0)."""
+        target = self.epsilon if self.epsilon_target is None else self.epsilon_target
+        if target <= 0:
+            return 1.0
+        return min(float(self.epsilon) / float(target), 1.0)
 
     def reduce(self, per_sample):
         """Average per-sample losses as Keras's default reduction does."""
@@ -51,15 +64,36 @@ class Objective:
     Subclasses implement ``compute(context, x, y, y_pred)`` returning
     ``(loss, metrics)`` where ``metrics`` maps History names
     (``"verified_accuracy"``, ``"adversarial_accuracy"``) to batch values.
-    ``needs_bounds`` marks objectives that need every layer's bound rule;
-    ``integer_labels`` those that read ``y`` as class indices (``fit`` then
-    checks the labels whatever the loss).
+    ``requires_bounds`` marks objectives that need every layer's bound rule
+    (only those build the model's bound graph, so the others accept layers
+    without one); ``uses_epsilon`` is ``False`` for plain training, which
+    then runs as Keras's own; ``integer_labels`` marks objectives that read
+    ``y`` as class indices (``fit`` then checks the labels whatever the
+    loss).
     """
 
     name = "objective"
-    needs_bounds = False
+    requires_bounds = False
+    uses_epsilon = True
     integer_labels = False
     metric_names: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "needs_bounds" in cls.__dict__:  # the attribute's earlier name
+            warnings.warn(
+                f"{cls.__name__}.needs_bounds is deprecated; set "
+                "requires_bounds instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.requires_bounds = bool(cls.__dict__["needs_bounds"])
+            del cls.needs_bounds
+
+    @property
+    def needs_bounds(self) -> bool:
+        """The earlier name of ``requires_bounds``."""
+        return self.requires_bounds
 
     def compute(self, context: Context, x, y, y_pred):
         raise NotImplementedError

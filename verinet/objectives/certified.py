@@ -77,7 +77,7 @@ def _check_mix(owner: str, name: str, value):
 
 
 class _Certified(Objective):
-    needs_bounds = True
+    requires_bounds = True
     integer_labels = True
     metric_names = ("verified_accuracy",)
 
@@ -87,9 +87,7 @@ class _Certified(Objective):
     def _kappa(self, context):
         if self.kappa is None:
             # Follows the epsilon ramp: 1 at epsilon 0, 0.5 at the target.
-            target = context.model._robust.epsilon_target
-            progress = context.epsilon / target if target > 0 else 1.0
-            return 1.0 - 0.5 * min(progress, 1.0)
+            return 1.0 - 0.5 * context.ramp_progress
         return _schedule_value(self.kappa, context)
 
     def margin_lower(self, context, graph, x, perturbation, C):
@@ -170,9 +168,7 @@ class CROWNIBP(_Certified):
 
     def _beta(self, context):
         if self.beta is None:
-            target = context.model._robust.epsilon_target
-            progress = context.epsilon / target if target > 0 else 1.0
-            return 1.0 - min(progress, 1.0)
+            return 1.0 - context.ramp_progress
         return _schedule_value(self.beta, context)
 
     def margin_lower(self, context, graph, x, perturbation, C):

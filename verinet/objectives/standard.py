@@ -18,6 +18,7 @@ class Standard(Objective):
     """
 
     name = "standard"
+    uses_epsilon = False
 
     def compute(self, context, x, y, y_pred):
         return context.loss(y_pred), {}

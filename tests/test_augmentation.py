@@ -1,0 +1,253 @@
+"""Augmentation and noise layers: the identity at inference, so the bound
+graph passes through them, ``deploy`` drops them and training keeps them;
+objectives that need no bounds accept layers without bound rules."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from soundness_utils import randomize_weights
+
+import verinet as vn
+from verinet import layers
+from verinet.layers.augmentation import INFERENCE_IDENTITY
+from verinet.objectives.base import Context
+
+# Constructor arguments that make each layer change its input in training.
+_ARGS = {
+    "AlphaDropout": {"rate": 0.5},
+    "GaussianDropout": {"rate": 0.5},
+    "GaussianNoise": {"stddev": 0.5},
+    "RandomBrightness": {"factor": 0.5, "value_range": (0, 1)},
+    "RandomColorDegeneration": {"factor": 0.9, "value_range": (0, 1)},
+    "RandomColorJitter": {"value_range": (0, 1), "brightness_factor": 0.5},
+    "RandomContrast": {"factor": 0.9, "value_range": (0, 1)},
+    "RandomElasticTransform": {"factor": 1.0, "scale": 1.0, "value_range": (0, 1)},
+    "RandomErasing": {"factor": 1.0, "value_range": (0, 1)},
+    "RandomFlip": {},
+    "RandomGaussianBlur": {"factor": 1.0, "value_range": (0, 1)},
+    "RandomGrayscale": {"factor": 1.0},
+    "RandomHue": {"factor": 0.9, "value_range": (0, 1)},
+    "RandomInvert": {"factor": 1.0, "value_range": (0, 1)},
+    "RandomPerspective": {"factor": 1.0},
+    "RandomPosterization": {"factor": (1, 2), "value_range": (0, 1)},
+    "RandomRotation": {"factor": 0.4},
+    "RandomSaturation": {"factor": 0.9, "value_range": (0, 1)},
+    "RandomSharpness": {"factor": 0.9, "value_range": (0, 1)},
+    "RandomShear": {"x_factor": 0.5, "y_factor": 0.5},
+    "RandomTranslation": {"height_factor": 0.4, "width_factor": 0.4},
+    "RandomZoom": {"height_factor": 0.5},
+    "SpatialDropout1D": {"rate": 0.5},
+    "SpatialDropout2D": {"rate": 0.5},
+    "SpatialDropout3D": {"rate": 0.5},
+}
+
+
+def _build(cls):
+    return cls(**_ARGS[cls.__name__])
+
+
+def _input_for(cls, rng):
+    shape = {"SpatialDropout1D": (2, 8, 3), "SpatialDropout3D": (2, 4, 4, 4, 3)}
+    return rng.uniform(0, 1, shape.get(cls.__name__, (2, 8, 8, 3))).astype("float32")
+
+
+@pytest.mark.parametrize("cls", sorted(INFERENCE_IDENTITY, key=lambda c: c.__name__))
+def test_each_listed_layer_is_the_identity_at_inference(cls):
+    """The list may only hold layers that change nothing at inference."""
+    rng = np.random.default_rng(0)
+    layer = _build(cls)
+    x = _input_for(cls, rng)
+    out = keras.ops.convert_to_numpy(layer(x, training=False))
+    np.testing.assert_array_equal(out, x)
+
+
+def _augmented_cnn():
+    return keras.Sequential(
+        [
+            layers.Input((8, 8, 3)),
+            keras.layers.RandomFlip(),
+            keras.layers.RandomTranslation(0.2, 0.2),
+            layers.Conv2D(4, 3, padding="same"),
+            keras.layers.GaussianNoise(0.3),
+            layers.ReLU(),
+            keras.layers.SpatialDropout2D(0.3),
+            layers.Flatten(),
+            layers.Dense(5),
+        ]
+    )
+
+
+def _without_augmentation(model):
+    kept = [layer for layer in model.layers if type(layer) not in INFERENCE_IDENTITY]
+    return keras.Sequential([layers.Input(model.inputs[0].shape[1:]), *kept])
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_bounds_pass_through_augmentation_layers(method):
+    rng = np.random.default_rng(1)
+    model = randomize_weights(_augmented_cnn(), rng)
+    plain = _without_augmentation(model)  # the same layer objects
+    x = rng.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    got = vn.compute_bounds(model, x, 0.05, method=method, input_range=(0, 1))
+    want = vn.compute_bounds(plain, x, 0.05, method=method, input_range=(0, 1))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    # The inference model really is the plain one.
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        keras.ops.convert_to_numpy(plain(x, training=False)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_deploy_drops_augmentation_layers():
+    rng = np.random.default_rng(2)
+    model = randomize_weights(_augmented_cnn(), rng)
+    deployed = vn.deploy(model)
+    kinds = {type(layer) for layer in deployed.layers}
+    assert not kinds & INFERENCE_IDENTITY
+    x = rng.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(deployed(x)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_convert_keeps_augmentation_for_training():
+    stock = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.RandomFlip(),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+    converted = vn.convert(stock)
+    assert any(type(layer) is keras.layers.RandomFlip for layer in converted.layers)
+    x = np.random.default_rng(3).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(converted(x, training=False)),
+        keras.ops.convert_to_numpy(stock(x, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    vn.compute_bounds(converted, x, 0.01)  # bounds the inference function
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        keras.layers.RandomCrop(6, 6),  # crops or resizes at inference
+        type("MyFlip", (keras.layers.RandomFlip,), {})(),  # a subclass may differ
+    ],
+    ids=["RandomCrop", "subclass"],
+)
+def test_other_preprocessing_layers_are_refused(layer):
+    model = keras.Sequential(
+        [layers.Input((8, 8, 3)), layer, layers.Flatten(), layers.Dense(3)]
+    )
+    with pytest.raises(vn.UnsupportedLayerError, match="no bound rule"):
+        vn.bounds.BoundGraph(model)
+
+
+def test_certified_training_with_augmentation(digits_small):
+    x, y = digits_small
+    keras.utils.set_random_seed(0)
+    model = vn.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            keras.layers.RandomTranslation(0.1, 0.1),
+            layers.Flatten(),
+            layers.Dense(16),
+            layers.ReLU(),
+            layers.Dense(10),
+        ]
+    )
+    model.compile("adam", robust="ibp", epsilon=0.02, input_range=(0, 1))
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    report = model.certify(x[:16], y[:16], epsilon=0.02, verbose=0)
+    # Certified on the inference function, which has no augmentation.
+    clean = np.argmax(keras.ops.convert_to_numpy(model(x[:16], training=False)), 1)
+    np.testing.assert_array_equal(report.predictions, clean)
+    assert len(report.verified) == 16
+
+
+@pytest.fixture(scope="module")
+def digits_small():
+    (x, y), _ = vn.datasets.digits()
+    return x[:256], y[:256]
+
+
+def _layer_norm_mlp():
+    return vn.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            layers.Flatten(),
+            layers.Dense(16),
+            keras.layers.LayerNormalization(),
+            layers.ReLU(),
+            layers.Dense(10),
+        ]
+    )
+
+
+@pytest.mark.parametrize("robust", ["standard", "pgd", "trades", "smoothing"])
+def test_objectives_without_bounds_accept_layers_without_rules(robust, digits_small):
+    x, y = digits_small
+    model = _layer_norm_mlp()
+    options = {"steps": 2} if robust in ("pgd", "trades") else {}
+    model.compile("adam", robust=robust, epsilon=0.02, input_range=(0, 1), **options)
+    history = model.fit(x[:128], y[:128], epochs=1, batch_size=64, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("robust", ["ibp", "crown-ibp"])
+def test_objectives_with_bounds_refuse_layers_without_rules(robust):
+    model = _layer_norm_mlp()
+    with pytest.raises(vn.UnsupportedLayerError, match="LayerNormalization"):
+        model.compile("adam", robust=robust, epsilon=0.02)
+
+
+def test_requires_bounds_and_its_earlier_name():
+    assert vn.objectives.IBP().requires_bounds
+    assert vn.objectives.IBP().needs_bounds  # the earlier name still reads
+    assert not vn.objectives.PGD().requires_bounds
+    with pytest.warns(DeprecationWarning, match="requires_bounds"):
+
+        class Old(vn.objectives.Standard):
+            needs_bounds = True
+
+    assert Old.requires_bounds and Old().needs_bounds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+
+        class New(vn.objectives.Standard):
+            requires_bounds = True
+
+    assert New().needs_bounds
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "target", "progress"),
+    [
+        (0.0, 0.1, 0.0),
+        (0.05, 0.1, 0.5),
+        (0.2, 0.1, 1.0),
+        (0.0, 0.0, 1.0),
+        (0.3, None, 1.0),
+    ],
+)
+def test_context_ramp_progress(epsilon, target, progress):
+    context = Context(
+        None, epsilon, 0.0, "linf", None, None, True, epsilon_target=target
+    )
+    assert context.ramp_progress == pytest.approx(progress)
