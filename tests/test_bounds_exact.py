@@ -692,3 +692,18 @@ def test_max_pooling_inputs_are_refined_whole():
     np.testing.assert_allclose(got_low, low, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_up, up, rtol=1e-5, atol=1e-5)
     assert np.mean(up - low) < 0.9 * np.mean(ibp_up - ibp_low)
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown", "crown-ibp", "alpha-crown"])
+def test_a_bound_method_gives_both_sides_by_default(method):
+    """``method.bounds(graph, x, perturbation)`` is public: with no side named
+    it returns both, equal to ``compute_bounds``."""
+    model, rng = random_mlp(3, (6,))
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    resolved = vn.bounds.api.resolve_method(method)
+    graph = vn.bounds.BoundGraph(model)
+    low, up = resolved.bounds(graph, keras.ops.convert_to_tensor(x), LinfBall(0.1))
+    assert low is not None and up is not None
+    want = vn.compute_bounds(model, x, 0.1, method=method)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(low), want[0], rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(up), want[1], rtol=1e-5)
