@@ -21,6 +21,7 @@ from verinet._validation import (
     check_int,
     check_number,
 )
+from verinet.bounds.perturbation import NORMS
 
 
 def _margin_loss(logits, y):
@@ -58,6 +59,7 @@ class BallAttack:
         self.epsilon = check_epsilon(epsilon)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
         self.input_range = check_input_range(input_range)
+        self.perturbation = NORMS[self.norm](self.epsilon, self.input_range)
         self.seed = check_int(self._option("seed"), seed, minimum=0)
 
     def _option(self, name: str) -> str:
@@ -71,34 +73,11 @@ class BallAttack:
         )
 
     def _project(self, x_adv, x):
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.epsilon, self.epsilon)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            factor = (self.epsilon / norms).clamp(max=1.0)
-            delta = delta * factor.view(-1, *[1] * (x.dim() - 1))
-        x_adv = x + delta
-        if self.input_range is not None:
-            x_adv = x_adv.clamp(*self.input_range)
-        return x_adv
+        return self.perturbation.project(x_adv, x)
 
     def _random_point(self, x, generator):
         """A random point of the ball around each row of ``x`` (projected)."""
-        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-        if self.norm == "linf":
-            delta = (2 * noise - 1) * self.epsilon
-        else:
-            delta = torch.randn(x.shape, generator=generator).to(x.device)
-            delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(
-                -1, *[1] * (x.dim() - 1)
-            )
-            delta = (
-                delta
-                * self.epsilon
-                * noise.flatten(1)[:, :1].view(-1, *[1] * (x.dim() - 1))
-            )
-        return self._project(x + delta.to(x.dtype), x)
+        return self.perturbation.sample(x, generator)
 
     def perturb_tensor(self, x, y):
         """Attack torch tensors; returns a detached tensor like ``x``.
@@ -213,10 +192,7 @@ class PGD(BallAttack):
         return self._random_point(x, generator)
 
     def _step(self, grad):
-        if self.norm == "linf":
-            return self.step_size * grad.sign()
-        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return self.step_size * grad / norms.view(-1, *[1] * (grad.dim() - 1))
+        return self.step_size * self.perturbation.direction(grad)
 
     def _search(self, x, y, generator, best, best_loss):
         for _ in range(self.restarts):

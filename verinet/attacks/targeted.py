@@ -134,19 +134,10 @@ class TargetedPGD(BallAttack):
 
     def _direction(self, grad):
         """The steepest unit ascent direction: sign in L∞, normalized in L2."""
-        if self.norm == "linf":
-            return grad.sign()
-        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return grad / norms.view(-1, *[1] * (grad.dim() - 1))
+        return self.perturbation.direction(grad)
 
     def _random_vertex(self, x, generator):
-        if self.norm == "linf":
-            coin = torch.rand(x.shape, generator=generator, device="cpu") < 0.5
-            direction = torch.where(coin, -1.0, 1.0).to(x.device, x.dtype)
-        else:
-            noise = torch.randn(x.shape, generator=generator, device="cpu")
-            direction = self._direction(noise.to(x.device, x.dtype))
-        return self._project(x + self.epsilon * direction, x)
+        return self.perturbation.vertex(x, generator)
 
     def _starts(self, x, keep, vertex, generator):
         """``(restarts, len(keep), ...)`` start points of the rows ``keep``.

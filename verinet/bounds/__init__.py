@@ -14,10 +14,11 @@ from verinet.bounds.methods import (
     IntervalHidden,
     IntervalOutput,
 )
-from verinet.bounds.perturbation import L2Ball, LinfBall, Perturbation
+from verinet.bounds.perturbation import Box, L2Ball, LinfBall, Perturbation
 
 __all__ = [
     "AlphaCROWN",
+    "Box",
     "CROWN",
     "CROWNIBP",
     "IBP",

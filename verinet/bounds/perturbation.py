@@ -1,11 +1,26 @@
-"""Perturbation sets: L-infinity and L2 balls, optionally clipped to a box.
+"""Perturbation sets: the one threat model of verinet.
 
-A perturbation turns linear bounds ``A·x' + b`` over the set into numbers
-(``concretize``) and gives the smallest box holding the set (``box``).
+``LinfBall`` and ``L2Ball`` (optionally clipped to an input range) and
+``Box`` (per-feature bounds, e.g. from a VNN-LIB property). A perturbation
+
+* turns linear bounds ``A·x' + b`` over the set into numbers
+  (``concretize``) and gives the smallest box holding the set (``box``), for
+  the bound engine;
+* moves points into the set (``project``), gives the steepest-ascent step
+  (``direction``) and random points (``sample``, ``vertex``), for attacks;
+* tells exactly which points lie in it (``contains``, float64, no
+  tolerance), for certificates.
+
+The bound methods take tensors and use ``keras.ops``; the attack methods
+take torch tensors (attacks differentiate through the model with torch
+autograd) and compute in the tensors' own dtype; ``sample`` and ``vertex``
+draw from a ``torch.Generator`` so attacks stay reproducible. ``contains``
+takes numpy arrays.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 from verinet.bounds.patches import Patches, to_dense
@@ -44,6 +59,71 @@ class Perturbation:
         """
         raise NotImplementedError
 
+    def _clip_to_range(self, points):
+        if self.input_range is None:
+            return points
+        return points.clamp(*self.input_range)
+
+    def project(self, points, x):
+        """``points`` moved into the set around ``x`` (tensors, same shape).
+
+        Example:
+            >>> LinfBall(0.1).project(x + 1.0, x)  # x + 0.1
+        """
+        raise NotImplementedError
+
+    def direction(self, grad):
+        """The steepest ascent step of unit size for this norm (per sample)."""
+        raise NotImplementedError
+
+    def sample(self, x, generator):
+        """A random point of the set around each row of ``x`` (projected)."""
+        raise NotImplementedError
+
+    def vertex(self, x, generator):
+        """A random extreme point of the ball around each row (projected)."""
+        raise NotImplementedError
+
+    def contains(self, points, x) -> np.ndarray:
+        """Which ``points`` lie in the set around ``x``, exactly.
+
+        No tolerance: the stored values (e.g. float32) are widened to
+        float64; a point is inside when it is finite, within the ball and in
+        ``input_range``.
+
+        Args:
+            points: ``(n, *shape)`` candidate inputs (numpy).
+            x: ``(n, *shape)`` clean inputs.
+
+        Returns:
+            A boolean array ``(n,)``.
+        """
+        p = _rows(np.asarray(points, dtype=np.float64))
+        delta = p - _rows(np.asarray(x, dtype=np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):
+            inside = self._within(delta)
+            if self.input_range is not None:
+                low, high = self.input_range
+                inside &= np.all((p >= low) & (p <= high), axis=1)
+        return inside & np.all(np.isfinite(p), axis=1)
+
+    def _within(self, delta) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _rows(array: np.ndarray) -> np.ndarray:
+    return array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+
+
+def _per_sample(values, like):
+    """``(n,)`` values shaped to broadcast over ``like``'s sample axis."""
+    return values.view(-1, *[1] * (like.dim() - 1))
+
+
+def _norms(t):
+    """Per-sample L2 norms, floored at 1e-12 (no division by zero)."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12)
+
 
 def _flat(t, batch_dims):
     return ops.reshape(t, (*t.shape[:batch_dims], -1))
@@ -72,6 +152,29 @@ class LinfBall(Perturbation):
         lower, upper = self.box(x)
         return concretize_box(lower, upper, A, sign)
 
+    def project(self, points, x):
+        delta = (points - x).clamp(-self.epsilon, self.epsilon)
+        return self._clip_to_range(x + delta)
+
+    def direction(self, grad):
+        return grad.sign()
+
+    def sample(self, x, generator):
+        import torch
+
+        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        return self.project(x + ((2 * noise - 1) * self.epsilon).to(x.dtype), x)
+
+    def vertex(self, x, generator):
+        import torch
+
+        coin = torch.rand(x.shape, generator=generator, device="cpu") < 0.5
+        sign = torch.where(coin, -1.0, 1.0).to(x.device, x.dtype)
+        return self.project(x + self.epsilon * sign, x)
+
+    def _within(self, delta):
+        return np.all(np.abs(delta) <= self.epsilon, axis=1)
+
 
 class L2Ball(Perturbation):
     """L2 ball, optionally intersected with the box ``input_range``.
@@ -94,6 +197,89 @@ class L2Ball(Perturbation):
         lower, upper = self.box(x)
         box = concretize_box(lower, upper, A, sign)
         return ops.maximum(ball, box) if sign < 0 else ops.minimum(ball, box)
+
+    def project(self, points, x):
+        delta = points - x
+        factor = (self.epsilon / _norms(delta)).clamp(max=1.0)
+        return self._clip_to_range(x + delta * _per_sample(factor, delta))
+
+    def direction(self, grad):
+        return grad / _per_sample(_norms(grad), grad)
+
+    def sample(self, x, generator):
+        import torch
+
+        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        delta = torch.randn(x.shape, generator=generator).to(x.device)
+        delta = delta / _per_sample(_norms(delta), delta)
+        radius = _per_sample(noise.flatten(1)[:, 0], noise)
+        return self.project(x + (delta * self.epsilon * radius).to(x.dtype), x)
+
+    def vertex(self, x, generator):
+        import torch
+
+        noise = torch.randn(x.shape, generator=generator, device="cpu")
+        return self.project(x + self.epsilon * self.direction(noise.to(x)), x)
+
+    def _within(self, delta):
+        return np.sqrt(np.sum(delta * delta, axis=1)) <= self.epsilon
+
+
+class Box(Perturbation):
+    """The box ``lower <= x' <= upper``, given per sample and feature.
+
+    The set ignores the centre ``x`` the engine passes (VNN-LIB properties
+    and per-feature radii are boxes). It is an L-infinity set: ``norm`` is
+    ``"linf"`` and ``epsilon`` is the largest half-width.
+
+    Args:
+        lower: ``(batch, *input_shape)`` lower bounds (tensor or array).
+        upper: the upper bounds, same shape, ``upper >= lower``.
+
+    Example:
+        >>> box = Box(x - 0.1, x + 0.2)
+        >>> lower, upper = vn.bounds.compute_bounds  # doctest: +SKIP
+    """
+
+    norm = "linf"
+
+    def __init__(self, lower, upper):
+        self.lower = ops.convert_to_tensor(lower)
+        self.upper = ops.convert_to_tensor(upper)
+        half = ops.convert_to_numpy(self.upper - self.lower) / 2
+        super().__init__(float(np.max(half)) if half.size else 0.0)
+
+    def box(self, x):
+        return self.lower, self.upper
+
+    def concretize(self, x, A, sign):
+        return concretize_box(self.lower, self.upper, A, sign)
+
+    def project(self, points, x):
+        return points.clamp(self.lower, self.upper)
+
+    def direction(self, grad):
+        return grad.sign()
+
+    def sample(self, x, generator):
+        import torch
+
+        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        return self.lower + (self.upper - self.lower) * noise.to(x.dtype)
+
+    def vertex(self, x, generator):
+        import torch
+
+        coin = torch.rand(x.shape, generator=generator, device="cpu") < 0.5
+        return torch.where(coin.to(x.device), self.lower, self.upper)
+
+    def contains(self, points, x=None) -> np.ndarray:
+        p = _rows(np.asarray(points, dtype=np.float64))
+        low = _rows(np.asarray(ops.convert_to_numpy(self.lower), dtype=np.float64))
+        high = _rows(np.asarray(ops.convert_to_numpy(self.upper), dtype=np.float64))
+        with np.errstate(invalid="ignore"):
+            inside = np.all((p >= low) & (p <= high), axis=1)
+        return inside & np.all(np.isfinite(p), axis=1)
 
 
 NORMS = {"linf": LinfBall, "l2": L2Ball}

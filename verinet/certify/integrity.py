@@ -107,17 +107,9 @@ def in_perturbation_set(points, x, epsilon: float, norm: str, input_range=None):
     Example:
         >>> in_perturbation_set(x + 0.1, x, 0.1, "linf")
     """
-    p = rows(np.asarray(points, dtype=np.float64))
-    delta = p - rows(np.asarray(x, dtype=np.float64))
-    with np.errstate(invalid="ignore", over="ignore"):
-        if norm == "linf":
-            inside = np.all(np.abs(delta) <= epsilon, axis=1)
-        else:
-            inside = np.sqrt(np.sum(delta * delta, axis=1)) <= epsilon
-        if input_range is not None:
-            low, high = input_range
-            inside &= np.all((p >= low) & (p <= high), axis=1)
-    return inside & np.all(np.isfinite(p), axis=1)
+    from verinet.bounds.perturbation import NORMS
+
+    return NORMS[norm](epsilon, input_range).contains(points, x)
 
 
 def write_atomic(path, data: bytes, name: str | None = None) -> None:

@@ -1,0 +1,155 @@
+"""The perturbation sets as the one threat model: projection, steps and
+random points for attacks, exact membership for certificates, and the
+per-feature ``Box``, each checked against its definition."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import torch
+from soundness_utils import randomize_weights
+
+import verinet as vn
+from verinet import layers
+from verinet.bounds.perturbation import Box, L2Ball, LinfBall
+
+SETS = {
+    "linf": lambda eps, rr: LinfBall(eps, rr),
+    "l2": lambda eps, rr: L2Ball(eps, rr),
+}
+
+
+def _data(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (16, 3, 4, 2)).astype(dtype)
+    far = x + rng.normal(0, 2.0, x.shape).astype(dtype)
+    return torch.from_numpy(x), torch.from_numpy(far), rng
+
+
+def _norms(delta, norm):
+    flat = delta.reshape(len(delta), -1)
+    if norm == "linf":
+        return np.abs(flat).max(axis=1)
+    return np.sqrt((flat**2).sum(axis=1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("input_range", [None, (0.0, 1.0)])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_project_lands_in_the_set_and_keeps_inside_points(norm, input_range, dtype):
+    x, far, _ = _data(dtype)
+    eps = 0.3 if norm == "linf" else 0.9
+    ball = SETS[norm](eps, input_range)
+    projected = ball.project(far, x)
+    assert projected.dtype == x.dtype
+    p, xn = projected.numpy(), x.numpy()
+    # Within rounding of the ball (the exact repair is certify's job).
+    assert np.all(_norms(p.astype(np.float64) - xn, norm) <= eps * (1 + 1e-6))
+    if input_range is not None:
+        assert p.min() >= 0.0 and p.max() <= 1.0
+    # Far points land on the boundary (without a range: radius exactly eps).
+    if input_range is None:
+        np.testing.assert_allclose(_norms(p - xn, norm), eps, rtol=1e-5)
+    # Points already inside do not move.
+    inside = ball.project(projected, x)
+    np.testing.assert_allclose(inside.numpy(), p, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_direction_is_the_steepest_unit_ascent(norm):
+    _, grad, rng = _data("float64", seed=1)
+    ball = SETS[norm](1.0, None)
+    d = ball.direction(grad).numpy()
+    g = grad.numpy().reshape(len(grad), -1)
+    gain = np.sum(g * d.reshape(len(d), -1), axis=1)
+    # The dual norm: ||g||_1 for L-inf, ||g||_2 for L2, reached by d.
+    dual = np.abs(g).sum(axis=1) if norm == "linf" else np.sqrt((g**2).sum(axis=1))
+    np.testing.assert_allclose(gain, dual, rtol=1e-10)
+    np.testing.assert_allclose(_norms(d, norm), 1.0, rtol=1e-10)
+    # No other unit direction gains more.
+    for _ in range(20):
+        other = rng.normal(size=g.shape)
+        other /= _norms(other, norm)[:, None]
+        assert np.all(np.sum(g * other, axis=1) <= gain + 1e-9)
+
+
+@pytest.mark.parametrize("input_range", [None, (0.0, 1.0)])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_points_and_vertices_lie_in_the_set(norm, input_range):
+    x, _, _ = _data("float64", seed=2)
+    eps = 0.2
+    ball = SETS[norm](eps, input_range)
+    generator = torch.Generator().manual_seed(0)
+    points = ball.sample(x, generator)
+    vertex = ball.vertex(x, generator)
+    for p in (points, vertex):  # within float64 rounding of the set
+        assert np.all(_norms(p.numpy() - x.numpy(), norm) <= eps * (1 + 1e-12))
+        if input_range is not None:
+            assert p.min() >= 0.0 and p.max() <= 1.0
+    spread = _norms(points.numpy() - x.numpy(), norm)
+    assert spread.std() > 0 and spread.max() > eps / 4
+    if input_range is None:  # a vertex sits on the boundary
+        np.testing.assert_allclose(_norms(vertex.numpy() - x.numpy(), norm), eps)
+    # Reproducible from the generator's seed.
+    again = ball.sample(x, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(again.numpy(), points.numpy())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_contains_is_exact(norm):
+    x = np.zeros((3, 2), dtype=np.float32)
+    eps = np.float32(0.1)  # float32(0.1) > 0.1: 0.1 + 1ulp is outside
+    ball = SETS[norm](0.1, None)
+    just_in = np.array([[0.1, 0.0], [0.0, 0.0], [np.nan, 0.0]], dtype=np.float64)
+    assert ball.contains(just_in, x).tolist() == [True, True, False]
+    assert not ball.contains(np.array([[eps, 0.0]]), x[:1]).any()
+    ranged = SETS[norm](0.1, (0.0, 1.0))
+    assert ranged.contains(np.array([[0.05, 0.0]]), x[:1]).all()
+    assert not ranged.contains(np.array([[-0.05, 0.0]]), x[:1]).any()
+
+
+def test_box_equals_the_linf_ball_it_describes():
+    """A box ``x ± eps`` per sample gives the L-inf ball's bounds, and a box
+    with per-feature widths bounds every point of it."""
+    rng = np.random.default_rng(3)
+    model = randomize_weights(
+        keras.Sequential(
+            [layers.Input((6,)), layers.Dense(8), layers.ReLU(), layers.Dense(3)]
+        ),
+        rng,
+    )
+    x = rng.uniform(0, 1, (4, 6)).astype("float32")
+    graph = vn.bounds.BoundGraph(model)
+    xt = keras.ops.convert_to_tensor(x)
+    method = vn.bounds.CROWN()
+    eps = 0.1
+    want = method.bounds(graph, xt, LinfBall(eps))
+    got = method.bounds(graph, xt, Box(x - eps, x + eps))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6
+        )
+    # Per-feature widths: sampled points stay within the bounds.
+    lower = x - rng.uniform(0, 0.3, x.shape).astype("float32")
+    upper = x + rng.uniform(0, 0.3, x.shape).astype("float32")
+    box = Box(lower, upper)
+    low, up = (keras.ops.convert_to_numpy(b) for b in method.bounds(graph, xt, box))
+    points = box.sample(xt, torch.Generator().manual_seed(1))
+    vertex = box.vertex(xt, torch.Generator().manual_seed(2))
+    for p in (points, vertex):
+        assert box.contains(p.numpy()).all()
+        out = keras.ops.convert_to_numpy(model(p))
+        assert np.all(out >= low - 1e-5) and np.all(out <= up + 1e-5)
+    assert box.epsilon == pytest.approx(float(np.max(upper - lower) / 2))
+    far = xt + 5.0
+    assert box.contains(box.project(far, xt).numpy()).all()
+
+
+def test_attacks_use_the_perturbation():
+    """An attack's projection is its perturbation's."""
+    model = keras.Sequential([layers.Input((4,)), layers.Dense(2)])
+    attack = vn.attacks.PGD(model, 0.2, norm="l2", input_range=(0, 1))
+    assert isinstance(attack.perturbation, L2Ball)
+    assert attack.perturbation.epsilon == 0.2
+    assert attack.perturbation.input_range == (0.0, 1.0)
