@@ -251,3 +251,10 @@ def test_context_ramp_progress(epsilon, target, progress):
         None, epsilon, 0.0, "linf", None, None, True, epsilon_target=target
     )
     assert context.ramp_progress == pytest.approx(progress)
+
+
+def test_context_perturbation_is_the_steps_threat_model():
+    context = Context(None, 0.3, 0.0, "l2", (0.0, 1.0), None, True)
+    ball = context.perturbation
+    assert isinstance(ball, vn.bounds.L2Ball)
+    assert ball.epsilon == 0.3 and ball.input_range == (0.0, 1.0)

@@ -42,6 +42,14 @@ class Context:
     epsilon_target: float | None = None
 
     @property
+    def perturbation(self):
+        """The threat model of this step: ``norm``'s ball of radius
+        ``epsilon`` clipped to ``input_range`` (a ``vn.bounds`` perturbation)."""
+        from verinet.bounds.perturbation import NORMS
+
+        return NORMS[self.norm](self.epsilon, self.input_range)
+
+    @property
     def ramp_progress(self) -> float:
         """How far the epsilon ramp has come: ``epsilon / epsilon_target`` in
         ``[0, 1]`` (1 once the target is reached, or when it is 0)."""

@@ -15,7 +15,6 @@ from verinet._validation import check_number
 from verinet.bounds.batch_statistics import with_batch_statistics
 from verinet.bounds.methods import IBP as IBPBounds
 from verinet.bounds.methods import CROWNOutput, IntervalHidden, IntervalOutput
-from verinet.bounds.perturbation import NORMS
 from verinet.errors import InvalidInputError
 from verinet.objectives.base import Objective, serialize_value
 from verinet.schedules.schedules import Schedule, check_schedule
@@ -98,7 +97,7 @@ class _Certified(Objective):
         graph = context.graph
         if context.training:
             graph = with_batch_statistics(graph, ops.cast(x, y_pred.dtype))
-        perturbation = NORMS[context.norm](context.epsilon, context.input_range)
+        perturbation = context.perturbation
         C = margin_spec_tensor(y, classes, y_pred.dtype)
         x = ops.cast(x, y_pred.dtype)
         loss, verified = self.robust_loss(context, graph, x, perturbation, C, y)
