@@ -23,7 +23,8 @@ from verinet.attacks import FGSM, PGD, TargetedPGD
 from verinet.attacks.pgd import _LOSSES
 from verinet.bounds.api import make_perturbation
 from verinet.bounds.graph import BoundGraph
-from verinet.certify.certify import _bound_model, _f32_inside, _make_attack, _project
+from verinet.bounds.graph import bound_model
+from verinet.certify.certify import _f32_inside, _make_attack, _project
 from verinet.certify.integrity import model_weights_sha256
 from verinet.certify.report import CertificationReport
 from verinet.errors import InvalidInputError, SoundnessError, UnsupportedLayerError
@@ -343,15 +344,28 @@ def test_stock_keras_models_are_bounded_through_their_converted_twin():
     )
     with pytest.raises(UnsupportedLayerError):
         BoundGraph(stock)
-    twin = _bound_model(stock)
+    twin, graph = bound_model(stock)
     assert twin is not stock
-    BoundGraph(twin)
+    layers_of_twin = [
+        layer for layer in twin.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    assert [node.rule for node in graph.nodes[1:]] == layers_of_twin
     x = np.array([[0.5, -1.0], [2.0, 0.25]], dtype=np.float32)
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(twin(x)), keras.ops.convert_to_numpy(stock(x))
     )
     native = _line()
-    assert _bound_model(native) is native
+    assert bound_model(native)[0] is native
+    # compute_bounds and margin_bounds take the stock model as certify does.
+    for method in ("ibp", "crown"):
+        got = vn.compute_bounds(stock, x, 0.1, method=method)
+        want = vn.compute_bounds(twin, x, 0.1, method=method)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(
+            vn.margin_bounds(stock, x, [0, 1], 0.1, method=method),
+            vn.margin_bounds(twin, x, [0, 1], 0.1, method=method),
+        )
 
 
 # --- certify's checks, verdicts and report ------------------------------------------

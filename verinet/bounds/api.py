@@ -14,7 +14,7 @@ from verinet._validation import (
     check_y,
 )
 from verinet.bounds.alpha import AlphaCROWN
-from verinet.bounds.graph import BoundGraph
+from verinet.bounds.graph import BoundGraph, bound_model
 from verinet.bounds.memory import memory_budget, no_grad
 from verinet.bounds.methods import METHODS as _BASE_METHODS
 from verinet.bounds.methods import BoundMethod, interval_pass
@@ -55,9 +55,15 @@ def bound_batches(
     upper=True,
     dtype=None,
     batch_size=None,
+    graph=None,
 ):
-    """Run ``method`` over ``x`` in batches; return numpy ``(lower, upper)``."""
-    graph = BoundGraph(model)
+    """Run ``method`` over ``x`` in batches; return numpy ``(lower, upper)``.
+
+    ``graph`` is ``model``'s ``BoundGraph`` when the caller has built it
+    already (``bound_model``); otherwise it is built here.
+    """
+    if graph is None:
+        graph = BoundGraph(model)
     dtype = _model_dtype(model, dtype)
     batch_size = check_batch_size(batch_size)
     size = len(x) if batch_size is None else batch_size
@@ -108,7 +114,8 @@ def compute_bounds(
     """Bound a model's outputs over a perturbation set around each input.
 
     Args:
-        model: a Keras model made of verinet layers (see ``vn.convert``).
+        model: a Keras model of verinet layers, or a stock Keras model that
+            ``vn.convert`` can map (converted once per call).
         x: inputs ``(batch, *input_shape)``.
         epsilon: radius of the ball, in input units.
         method: ``"crown"`` (the default, as in ``certify`` and
@@ -139,8 +146,16 @@ def compute_bounds(
                 f"C must have shape (batch={len(x)}, specs, classes={classes}), "
                 f"got {C.shape}."
             )
+    model, graph = bound_model(model)
     lower, upper = bound_batches(
-        model, x, perturbation, method, C, dtype=dtype, batch_size=batch_size
+        model,
+        x,
+        perturbation,
+        method,
+        C,
+        dtype=dtype,
+        batch_size=batch_size,
+        graph=graph,
     )
     if C is None:  # shaped like the model's output
         shape = (len(x), *model.outputs[0].shape[1:])
@@ -187,6 +202,7 @@ def margin_bounds(
     classes = model.outputs[0].shape[-1]
     y = check_y(y, len(x), classes)
     perturbation = make_perturbation(epsilon, norm, input_range, x)
+    model, graph = bound_model(model)
     lower, _ = bound_batches(
         model,
         x,
@@ -196,6 +212,7 @@ def margin_bounds(
         upper=False,
         dtype=dtype,
         batch_size=batch_size,
+        graph=graph,
     )
     lower[np.arange(len(y)), y] = np.inf
     return lower

@@ -104,22 +104,7 @@ class BoundGraph:
         raise unsupported(layer)
 
     def _expand_model(self, model, input_id: int) -> int:
-        if isinstance(model, keras.Sequential):
-            x = input_id
-            for layer in model.layers:
-                x = self._expand(layer, [x])
-            return x
-        tensors = {id(model.inputs[0]): input_id}
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
-                layer = node.operation
-                if isinstance(layer, keras.layers.InputLayer):
-                    continue
-                if len(node.output_tensors) != 1:
-                    raise unsupported(layer, " for several outputs")
-                inputs = [tensors[id(t)] for t in node.input_tensors]
-                tensors[id(node.output_tensors[0])] = self._expand(layer, inputs)
-        return tensors[id(model.outputs[0])]
+        return trace(model, input_id, self._expand)
 
     def consumers(self) -> list[list[int]]:
         """For each node, the indices of the nodes that read it."""
@@ -128,3 +113,72 @@ class BoundGraph:
             for j in node.inputs:
                 out[j].append(i)
         return out
+
+
+def trace(model, start, visit):
+    """Walk ``model``'s layers in topological order: the one walk over
+    Keras's layer graph (Sequential or Functional).
+
+    Args:
+        model: a built Keras model with one input and one output.
+        start: what stands for the model's input (a node index, a tensor).
+        visit: ``visit(layer, inputs) -> output``, called once per layer
+            call with what stands for its inputs; it recurses into nested
+            models itself.
+
+    Returns:
+        What ``visit`` returned for the model's output.
+
+    Raises:
+        UnsupportedLayerError: for a layer call with several outputs.
+    """
+    if isinstance(model, keras.Sequential):
+        x = start
+        for layer in model.layers:
+            x = visit(layer, [x])
+        return x
+    values = {id(model.inputs[0]): start}
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.operation
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if len(node.output_tensors) != 1:
+                raise unsupported(layer, " for several outputs")
+            inputs = [values[id(t)] for t in node.input_tensors]
+            values[id(node.output_tensors[0])] = visit(layer, inputs)
+    return values[id(model.outputs[0])]
+
+
+def bound_model(model) -> tuple[keras.Model, BoundGraph]:
+    """The one adapter from any Keras model to a bound graph.
+
+    A model of verinet layers is used as it is; a stock Keras model is
+    mapped onto the zoo once (``vn.convert``, identical weights).
+
+    Args:
+        model: a built Keras model.
+
+    Returns:
+        ``(bounded, graph)``: the model whose layers the graph holds (``model``
+        itself, or its converted twin) and its ``BoundGraph``.
+
+    Raises:
+        InvalidInputError: when ``model`` is not a built Keras model.
+        UnsupportedLayerError: naming a layer neither verinet nor
+            ``vn.convert`` can bound.
+
+    Example:
+        >>> bounded, graph = bound_model(keras_model)
+    """
+    if not isinstance(model, keras.Model):
+        raise InvalidInputError(
+            f"Expected a built Keras model, got {type(model).__name__}."
+        )
+    try:
+        return model, BoundGraph(model)
+    except UnsupportedLayerError:
+        from verinet.models.convert import convert
+
+        converted = convert(model)
+        return converted, BoundGraph(converted)

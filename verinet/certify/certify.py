@@ -17,26 +17,15 @@ from verinet.bounds.api import (
     margin_spec,
     resolve_method,
 )
-from verinet.bounds.graph import BoundGraph
+from verinet.bounds.graph import bound_model
 from verinet.bounds.precision import ieee_float32
 from verinet.certify.integrity import in_perturbation_set, model_weights_sha256, rows
 from verinet.certify.report import CertificationReport
-from verinet.errors import InvalidInputError, SoundnessError, UnsupportedLayerError
+from verinet.errors import InvalidInputError, SoundnessError
 
 _ATTACKS = {"pgd": TargetedPGD, "fgsm": FGSM, None: None}
 #: ``attack_options`` only the untargeted ``PGD`` takes; they select it.
 _UNTARGETED_OPTIONS = frozenset({"loss", "random_start"})
-
-
-def _bound_model(model):
-    """The model itself if it has bound rules, else its ``vn.convert`` twin."""
-    try:
-        BoundGraph(model)
-        return model
-    except UnsupportedLayerError:
-        from verinet.models.convert import convert
-
-        return convert(model)
 
 
 def _make_attack(attack, model, epsilon, norm, input_range, options):
@@ -184,7 +173,7 @@ def certify(
     weights = model_weights_sha256(model)
     origin = getattr(model, "_verinet_onnx_origin", None)
     bound_dtype = _model_dtype(model, dtype)
-    model = _bound_model(model)
+    model, graph = bound_model(model)  # converted once, one graph
     attacker = _make_attack(
         attack,
         model,
@@ -214,6 +203,7 @@ def certify(
                 margin_spec(yb, classes),
                 upper=False,
                 dtype=dtype,
+                graph=graph,
             )
             low[np.arange(len(yb)), yb] = np.inf
             margins.append(low)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from verinet import layers as zoo
-from verinet.bounds.graph import unsupported
+from verinet.bounds.graph import trace, unsupported
 from verinet.errors import InvalidInputError
 from verinet.layers.activations import ACTIVATIONS
 from verinet.layers.augmentation import is_inference_identity
@@ -180,27 +180,13 @@ def _apply(layer, tensors):
 
 def _convert_graph(model, x):
     """Rebuild ``model`` on the symbolic tensor ``x`` with zoo layers."""
-    if isinstance(model, keras.Sequential):
-        for layer in model.layers:
-            x = (
-                _convert_graph(layer, x)
-                if isinstance(layer, keras.Model)
-                else _apply(layer, [x])
-            )
-        return x
-    tensors = {id(model.inputs[0]): x}
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            layer = node.operation
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            inputs = [tensors[id(t)] for t in node.input_tensors]
-            if isinstance(layer, keras.Model):
-                out = _convert_graph(layer, inputs[0])
-            else:
-                out = _apply(layer, inputs)
-            tensors[id(node.output_tensors[0])] = out
-    return tensors[id(model.outputs[0])]
+
+    def visit(layer, inputs):
+        if isinstance(layer, keras.Model):
+            return _convert_graph(layer, inputs[0])
+        return _apply(layer, inputs)
+
+    return trace(model, x, visit)
 
 
 def convert(model):
