@@ -17,7 +17,7 @@ import torch
 import verinet.cli as cli
 from verinet import layers as L
 from verinet.cli import build_parser, main
-from verinet.deploy import export_onnx, read_metadata
+from verinet.onnx import export_onnx, read_metadata
 
 EPSILON = 0.02
 SAMPLES = 80

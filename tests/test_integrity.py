@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from verinet import layers as L
 from verinet.cli import main
-from verinet.deploy import certify_onnx, export_onnx, from_onnx, read_metadata
+from verinet.onnx import certify_onnx, export_onnx, from_onnx, read_metadata
 
 # Only names verinet 0.1 had are imported at module level, so that each test
 # can be run against the old code and seen to fail for its own reason.

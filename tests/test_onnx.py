@@ -2,7 +2,9 @@
 
 import verinet as vn  # noqa: I001 - verinet before keras
 
+import importlib
 import os
+import sys
 import warnings
 
 import keras
@@ -14,16 +16,16 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from verinet import layers as L
-from verinet.deploy import (
+from verinet.deploy import deploy
+from verinet.errors import OnnxExportError, OnnxImportError
+from verinet.onnx import (
     certify_onnx,
-    deploy,
     export_onnx,
     from_onnx,
     read_metadata,
     weights_sha256,
+    writer,
 )
-from verinet.deploy import onnx_export
-from verinet.errors import OnnxExportError, OnnxImportError
 
 METHODS = ("ibp", "crown", "crown-ibp")
 
@@ -177,10 +179,10 @@ def test_export_records_the_certificate(rng, tmp_path):
 def test_export_refuses_when_onnxruntime_disagrees(rng, tmp_path, monkeypatch):
     """A wrong export rule (ReLU written as Sigmoid) is caught, nothing written."""
     emitters = tuple(
-        (cls, onnx_export._activation("Sigmoid") if cls is L.ReLU else fn, layout)
-        for cls, fn, layout in onnx_export._EMITTERS
+        (cls, writer._activation("Sigmoid") if cls is L.ReLU else fn, layout)
+        for cls, fn, layout in writer._EMITTERS
     )
-    monkeypatch.setattr(onnx_export, "_EMITTERS", emitters)
+    monkeypatch.setattr(writer, "_EMITTERS", emitters)
     model = vn.Sequential([L.Input((4,)), L.Dense(8), L.ReLU(), L.Dense(3)])
     with pytest.raises(OnnxExportError, match="differ"):
         export_onnx(model, tmp_path / "bad.onnx")
@@ -584,3 +586,27 @@ def test_certify_onnx_agrees_with_certify_of_the_exported_keras_model(zoo_export
     )
     assert finite.sum() == len(x) * 9  # every margin but the label's compared
     assert report.clean_accuracy == 1.0 and report.attack is None
+
+
+@pytest.mark.parametrize(
+    "old, name, new",
+    [
+        ("onnx_export", "export_onnx", "verinet.onnx.export"),
+        ("onnx_import", "from_onnx", "verinet.onnx.importer"),
+        ("onnx_ops", "HANDLERS", "verinet.onnx.handlers"),
+        ("onnx_metadata", "read_metadata", "verinet.onnx.metadata"),
+        ("onnx_values", "Sym", "verinet.onnx.values"),
+        ("parity", "output_gap", "verinet.onnx.parity"),
+        ("gelu_pattern", "fuse_gelu", "verinet.onnx.gelu_pattern"),
+    ],
+)
+def test_old_deploy_module_paths_warn_and_give_the_same_objects(
+    old, name, new, monkeypatch
+):
+    """``verinet.deploy.onnx_*`` still import, with a DeprecationWarning naming
+    the module that replaced them, and hand out the very same objects."""
+    path = f"verinet.deploy.{old}"
+    monkeypatch.delitem(sys.modules, path, raising=False)  # so the warning fires
+    with pytest.warns(DeprecationWarning, match=new):
+        module = importlib.import_module(path)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)

@@ -14,7 +14,7 @@ import torch
 
 from verinet import layers as L
 from verinet import vnnlib
-from verinet.deploy import export_onnx
+from verinet.onnx import export_onnx
 from verinet.errors import VnnlibError
 from verinet.vnnlib import verify
 

@@ -18,8 +18,7 @@ import pytest
 
 from verinet import layers as L
 from verinet.bounds.api import resolve_method
-from verinet.deploy import export_onnx
-from verinet.deploy.onnx_import import from_onnx, load_onnx
+from verinet.onnx import export_onnx, from_onnx, load_onnx
 from verinet.errors import InvalidInputError
 from verinet.vnnlib import verify
 from verinet.vnnlib.parser import OutputSpec, Property, Region

@@ -24,7 +24,7 @@ from verinet import (  # noqa: E402
 from verinet._backend import BackendError  # noqa: E402
 from verinet.bounds import compute_bounds, margin_bounds  # noqa: E402
 from verinet.certify import CertificationReport, certify  # noqa: E402
-from verinet.deploy import certify_onnx, deploy, export_onnx, from_onnx  # noqa: E402
+from verinet.deploy import deploy  # noqa: E402
 from verinet.errors import (  # noqa: E402
     CertificateMismatchWarning,
     InvalidInputError,
@@ -34,6 +34,7 @@ from verinet.errors import (  # noqa: E402
     VerinetError,
 )
 from verinet.models import Model, Sequential, convert  # noqa: E402
+from verinet.onnx import certify_onnx, export_onnx, from_onnx  # noqa: E402
 from verinet.saving import load_model  # noqa: E402
 from verinet.vnnlib import verify  # noqa: E402
 

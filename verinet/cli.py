@@ -108,7 +108,7 @@ def _load_model(path: str):
     if not os.path.isfile(path):
         raise InvalidInputError(f"No model file at {path!r}.")
     if path.lower().endswith(".onnx"):
-        from verinet.deploy import from_onnx
+        from verinet.onnx import from_onnx
 
         return from_onnx(path)
     if path.lower().endswith((".keras", ".h5")):
@@ -200,7 +200,7 @@ def _certify(args) -> int:
 def _export(args) -> int:
     _check_output(args.output, "ONNX model")
     from verinet.certify import CertificationReport
-    from verinet.deploy import export_onnx
+    from verinet.onnx import export_onnx
 
     model = _load_model(args.model)
     report = CertificationReport.load(args.report) if args.report else None

@@ -1,4 +1,4 @@
-"""Deployment: batch-norm folding, ONNX export and ONNX import.
+"""Deployment: batch-norm folding (ONNX export and import live in ``verinet.onnx``).
 
 Example:
     >>> deployed = vn.deploy(model)
@@ -7,9 +7,28 @@ Example:
 """
 
 from verinet.deploy.fold import deploy
-from verinet.deploy.onnx_export import export_onnx
-from verinet.deploy.onnx_import import SUPPORTED_OPS, certify_onnx, from_onnx
-from verinet.deploy.onnx_metadata import read_metadata, weights_sha256
+
+# The ONNX names, kept here for older imports, load on first use:
+# verinet.onnx itself imports verinet.deploy.fold.
+_ONNX_NAMES = frozenset(
+    {
+        "SUPPORTED_OPS",
+        "certify_onnx",
+        "export_onnx",
+        "from_onnx",
+        "read_metadata",
+        "weights_sha256",
+    }
+)
+
+
+def __getattr__(name: str):
+    if name in _ONNX_NAMES:
+        import verinet.onnx
+
+        return getattr(verinet.onnx, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SUPPORTED_OPS",

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from verinet.bounds.graph import BoundGraph
-from verinet.errors import InvalidInputError, UnsupportedLayerError
+from verinet.bounds.graph import BoundGraph, bound_model
 from verinet.layers.affine import ElementwiseAffine
 from verinet.layers.batch_norm import BatchNormalization
 from verinet.layers.conv import Conv2D
@@ -19,23 +18,15 @@ _FOLDABLE = (Dense, Conv2D)
 
 
 def bound_graph(model: keras.Model) -> BoundGraph:
-    """The model's ``BoundGraph``, converting a stock Keras model first.
+    """The model's ``BoundGraph``, converting a stock Keras model first
+    (see ``verinet.bounds.graph.bound_model``).
 
     Raises:
         InvalidInputError: when ``model`` is not a built Keras model.
         UnsupportedLayerError: naming a layer neither verinet nor
             ``vn.convert`` can bound.
     """
-    if not isinstance(model, keras.Model):
-        raise InvalidInputError(
-            f"Expected a built Keras model, got {type(model).__name__}."
-        )
-    try:
-        return BoundGraph(model)
-    except UnsupportedLayerError:
-        from verinet.models.convert import convert
-
-        return BoundGraph(convert(model))
+    return bound_model(model)[1]
 
 
 def bn_affine(bn: BatchNormalization) -> tuple[np.ndarray, np.ndarray]:

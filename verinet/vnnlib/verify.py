@@ -411,7 +411,7 @@ def verify(
     """
     import onnxruntime as ort
 
-    from verinet.deploy.onnx_import import from_onnx, load_onnx
+    from verinet.onnx import from_onnx, load_onnx
 
     start = time.perf_counter()
     deadline = start + float(timeout)
