@@ -246,8 +246,13 @@ class Box(Perturbation):
     def __init__(self, lower, upper):
         self.lower = ops.convert_to_tensor(lower)
         self.upper = ops.convert_to_tensor(upper)
+        self.input_range = None
+
+    @property
+    def epsilon(self) -> float:
+        """The largest half-width (computed on request: it syncs a device)."""
         half = ops.convert_to_numpy(self.upper - self.lower) / 2
-        super().__init__(float(np.max(half)) if half.size else 0.0)
+        return float(np.max(half)) if half.size else 0.0
 
     def box(self, x):
         return self.lower, self.upper

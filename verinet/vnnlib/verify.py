@@ -23,7 +23,7 @@ from keras import ops
 from verinet._validation import check_choice
 from verinet.bounds.api import resolve_method
 from verinet.bounds.graph import BoundGraph
-from verinet.bounds.perturbation import Perturbation, concretize_box
+from verinet.bounds.perturbation import Box
 from verinet.bounds.precision import float64_promotion, ieee_float32
 from verinet.errors import InvalidInputError, VnnlibError
 from verinet.vnnlib.parser import Property, Region, read
@@ -72,22 +72,6 @@ class VerificationResult(str):
 
 def _floats(array):
     return [float(v) for v in np.asarray(array, dtype=np.float64).ravel()]
-
-
-class _Box(Perturbation):
-    """An arbitrary box ``lower <= x <= upper`` per sample (ignores centre)."""
-
-    norm = "linf"
-
-    def __init__(self, lower, upper):
-        super().__init__(0.0)
-        self.lower, self.upper = lower, upper
-
-    def box(self, x):
-        return self.lower, self.upper
-
-    def concretize(self, x, A, sign):
-        return concretize_box(self.lower, self.upper, A, sign)
 
 
 class _Problem:
@@ -148,7 +132,7 @@ class _Problem:
         )
         with torch.no_grad(), float64_promotion(self.dtype == "float64"):
             low, _ = self.method.bounds(
-                self.graph, (lo + up) / 2, _Box(lo, up), C, lower=True, upper=False
+                self.graph, (lo + up) / 2, Box(lo, up), C, lower=True, upper=False
             )
         low = ops.convert_to_numpy(low).astype(np.float64)
         result = np.zeros((batch, len(region.specs)), dtype=bool)
