@@ -95,6 +95,46 @@ def test_random_slopes_are_sound_and_out_of_range_ones_are_clipped(slope, seed):
     assert np.abs(gap).max() > 1e-3
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_each_side_uses_its_own_slopes(slope):
+    """``alpha = (for the lower bound, for the upper bound)``: the lower
+    bound depends on the first slopes only, the upper on the second, also
+    when both sides share one specification object."""
+    rng = np.random.default_rng(4)
+    model = randomize_weights(_mlp(slope), rng, scale=2.0)
+    xt = keras.ops.convert_to_tensor(random_inputs((5,), 3, rng))
+    graph = vn.bounds.BoundGraph(model)
+    ball = LinfBall(0.4)
+    with torch.no_grad():
+        bounds = crown_pass(graph, xt, ball)
+        spec = _spec_or_identity(bounds[graph.output][0], None)
+        draws = {}
+        for i, node in enumerate(graph.nodes):
+            if getattr(node.rule, "piecewise_linear", False):
+                shape = (3, 4, *bounds[i][0].shape[1:])
+                draws[i] = [
+                    keras.ops.convert_to_tensor(
+                        rng.uniform(slope, 1.0, size=shape).astype(np.float32)
+                    )
+                    for _ in range(2)
+                ]
+
+        def run(first, second):
+            alphas = {i: (d[first], d[second]) for i, d in draws.items()}
+            out = backward_pass(
+                graph, graph.output, spec, spec, bounds, xt, ball, alphas=alphas
+            )
+            return [keras.ops.convert_to_numpy(b) for b in out]
+
+        low_ab, up_ab = run(0, 1)
+        low_aa, up_aa = run(0, 0)
+        low_bb, up_bb = run(1, 1)
+    np.testing.assert_array_equal(low_ab, low_aa)
+    np.testing.assert_array_equal(up_ab, up_bb)
+    assert np.abs(low_aa - low_bb).max() > 1e-3  # the slopes matter
+    assert np.abs(up_aa - up_bb).max() > 1e-3
+
+
 def _separable(c, d, slope=0.0):
     """``y_i = c_i * act(x_i) + d_i * x_i``: each output is a function of one
     input, so its extremes over a box are exact: the least and greatest of

@@ -155,6 +155,24 @@ def test_relu_relaxation_exact_on_stable_and_adaptive_lower():
     np.testing.assert_array_equal([uw[5] * 0 + ub[5], uw[6] * 0 + ub[6]], [0, 0])
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_relu_layers_relax_with_their_own_slope(slope):
+    """``layer.relax`` is the layer's relaxation: ReLU's and LeakyReLU's
+    lines are those of ``leaky_relu_relaxation`` at their slope, and sound."""
+    layer = layers.ReLU() if slope == 0.0 else layers.LeakyReLU(slope)
+    lower, upper = random_intervals(seed=5)
+    lines = relax_numpy(layer.relax, lower, upper)
+    want = relax_numpy(
+        lambda lo, up: leaky_relu_relaxation(lo, up, slope), lower, upper
+    )
+    for got, expected in zip(lines, want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # As in test_leaky_relu_relaxation_sound: float32 coefficients, no slack.
+    assert_sound(
+        lines, lambda x: np.maximum(x, slope * x), lower, upper, "layer", rel=1e-6
+    )
+
+
 def test_leaky_relu_relaxation_tight():
     # On [l, u] the chord's largest gap is at 0: (1-a)(-l)u/(u-l) <= (u-l)/4.
     lower, upper = random_intervals(seed=1)
