@@ -595,3 +595,35 @@ def test_max_rows_bounds_every_model_call(model, data):
     assert sizes[0] == len(x) and max(sizes[1:]) <= 20 and len(sizes) > 10
     # Without random starts the chunks run the very same search.
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
+
+
+def test_ascent_climbs_to_the_best_point_of_the_set():
+    """On ``-||z - t||^2`` the projected ascent walks to ``t``'s projection
+    onto the ball, evaluates ``steps + 1`` iterates, and stops on request."""
+    from verinet.attacks.pgd import ascent
+    from verinet.bounds.perturbation import L2Ball, LinfBall
+
+    x = torch.zeros(3, 4, dtype=torch.float64)
+    target = torch.tensor([[2.0, 0, 0, 0], [0, -3.0, 0, 0], [0.01, 0, 0, 0]]).double()
+    calls = []
+
+    def objective(z):
+        calls.append(1)
+        return -((z - target) ** 2).sum(1), None
+
+    for ball, expected in (
+        (L2Ball(0.5), [[0.5, 0, 0, 0], [0, -0.5, 0, 0], [0.01, 0, 0, 0]]),
+        (LinfBall(0.5), [[0.5, 0, 0, 0], [0, -0.5, 0, 0], [0.01, 0, 0, 0]]),
+    ):
+        calls.clear()
+        step = 0.01 if isinstance(ball, L2Ball) else 0.002
+        last = None
+        for z, _ in ascent(objective, x, x, ball, 400, step):
+            last = z
+        assert len(calls) == 401
+        np.testing.assert_allclose(last.numpy(), expected, atol=0.011)
+    calls.clear()
+    stopped = list(
+        ascent(objective, x, x, L2Ball(0.5), 50, 0.01, stop=lambda: len(calls) >= 3)
+    )
+    assert len(stopped) == 3

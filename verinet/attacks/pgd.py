@@ -39,6 +39,51 @@ def _ce_loss(logits, y):
 _LOSSES = {"margin": _margin_loss, "ce": _ce_loss}
 
 
+def ascent(objective, x, centre, perturbation, steps, step_size, stop=None):
+    """Projected steepest ascent: the one gradient loop of PGD and of
+    ``vn.verify``'s counterexample search.
+
+    Evaluates ``objective`` at ``x`` and at ``steps`` further iterates, each
+    ``step_size`` along the norm's steepest-ascent direction of the previous
+    iterate's gradient, projected into ``perturbation`` around ``centre``.
+    The last iterate is only evaluated (no gradient is taken there).
+
+    Args:
+        objective: ``objective(z) -> (value, aux)``: per-row values to
+            increase (their sum is differentiated) and whatever the caller
+            wants back for this iterate (e.g. the logits).
+        x: the start, a torch tensor.
+        centre: the perturbation's centre (ignored by a ``Box``).
+        perturbation: a ``vn.bounds`` perturbation (projection and step).
+        steps: the number of steps.
+        step_size: a number, or a tensor broadcasting against ``x``.
+        stop: optional ``stop() -> bool``, checked before each evaluation;
+            the loop ends once it returns ``True``.
+
+    Yields:
+        ``(iterate, aux)`` for each evaluation, the iterate detached.
+        Leaving the loop early skips the remaining gradients.
+
+    Example:
+        >>> for z, logits in ascent(objective, x, x, ball, 10, 0.01):
+        ...     keep_the_best(z, logits)
+    """
+    for step in range(steps + 1):
+        if stop is not None and stop():
+            return
+        last = step == steps
+        x = x.detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            value, aux = objective(x)
+        yield x.detach(), aux
+        if last:
+            return
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        with torch.no_grad():
+            moved = x.detach() + step_size * perturbation.direction(grad)
+            x = perturbation.project(moved, centre)
+
+
 class BallAttack:
     """Shared parts of the gradient attacks: the threat model and the entry points.
 
@@ -191,23 +236,22 @@ class PGD(BallAttack):
             return x.clone()
         return self._random_point(x, generator)
 
-    def _step(self, grad):
-        return self.step_size * self.perturbation.direction(grad)
-
     def _search(self, x, y, generator, best, best_loss):
+        def objective(z):
+            logits = self.model(z, training=False)
+            return self.loss(logits, y), logits
+
         for _ in range(self.restarts):
-            x_adv = self._start(x, generator)
-            for _ in range(self.steps + 1):
-                x_adv.requires_grad_(True)
-                logits = self.model(x_adv, training=False)
-                losses = self.loss(logits, y)
-                grad = torch.autograd.grad(losses.sum(), x_adv)[0]
+            start = self._start(x, generator)
+            iterates = ascent(
+                objective, start, x, self.perturbation, self.steps, self.step_size
+            )
+            for x_adv, logits in iterates:
                 with torch.no_grad():
                     score = _margin_loss(logits, y)
                     better = score > best_loss
-                    best[better] = x_adv.detach()[better]
+                    best[better] = x_adv[better]
                     best_loss = torch.where(better, score, best_loss)
-                    x_adv = self._project(x_adv.detach() + self._step(grad), x)
         return best
 
 

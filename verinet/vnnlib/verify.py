@@ -21,6 +21,7 @@ import torch
 from keras import ops
 
 from verinet._validation import check_choice
+from verinet.attacks.pgd import ascent
 from verinet.bounds.api import resolve_method
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.perturbation import Box
@@ -166,25 +167,24 @@ class _Problem:
         step = (hi - lo) * 2.5 / (2 * steps)
         A_t, b_t, mask_t = (ops.convert_to_tensor(a[index]) for a in (A, b, mask))
         A_t, b_t = A_t.float(), b_t.float()
-        for _ in range(steps + 1):
-            if _past(deadline):
-                return None
-            x.requires_grad_(True)
-            y = self.model(x.reshape(-1, *self.shape), training=False)
-            y = y.reshape(len(x), -1)
-            score = torch.einsum("bkm,bm->bk", A_t, y) - b_t
+
+        def objective(z):
+            y = self.model(z.reshape(-1, *self.shape), training=False)
+            score = torch.einsum("bkm,bm->bk", A_t, y.reshape(len(z), -1)) - b_t
             score = torch.where(mask_t, score, torch.full_like(score, -torch.inf))
-            worst = score.max(dim=1).values
-            hits = torch.nonzero(worst <= 0).ravel()
-            for k in hits.tolist():
+            worst = score.max(dim=1).values  # <= 0: every row of a spec holds
+            return -worst, worst
+
+        iterates = ascent(
+            objective, x, None, Box(lo, hi), steps, step, stop=lambda: _past(deadline)
+        )
+        for z, worst in iterates:
+            for k in torch.nonzero(worst <= 0).ravel().tolist():
                 if _past(deadline):
                     return None
-                found = self.confirm(x[k].detach().cpu().numpy(), region)
+                found = self.confirm(z[k].cpu().numpy(), region)
                 if found is not None:
                     return found
-            (grad,) = torch.autograd.grad(worst.sum(), x)
-            with torch.no_grad():
-                x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
         return None
 
 
