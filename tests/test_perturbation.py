@@ -153,3 +153,96 @@ def test_attacks_use_the_perturbation():
     assert isinstance(attack.perturbation, L2Ball)
     assert attack.perturbation.epsilon == 0.2
     assert attack.perturbation.input_range == (0.0, 1.0)
+
+
+def _cnn(rng):
+    model = keras.Sequential(
+        [
+            layers.Input((5, 5, 2)),
+            layers.Conv2D(3, 3, padding="same"),
+            layers.ReLU(),
+            layers.Flatten(),
+            layers.Dense(6),
+            layers.ReLU(),
+            layers.Dense(3),
+        ]
+    )
+    return randomize_weights(model, rng)
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown", "crown-ibp", "alpha-crown"])
+def test_per_feature_epsilon_and_range_are_sound(method):
+    """One radius per feature (zero on some: those stay fixed) and a
+    per-feature input range: sampled points and corners of the set stay
+    within the bounds, and a constant array equals the scalar."""
+    rng = np.random.default_rng(6)
+    model = _cnn(rng)
+    x = rng.uniform(0.2, 0.8, (3, 5, 5, 2)).astype("float32")
+    eps = rng.uniform(0, 0.15, (5, 5, 2)) * (rng.uniform(size=(5, 5, 2)) < 0.6)
+    low = np.full((5, 5, 2), 0.0)
+    high = np.where(rng.uniform(size=(5, 5, 2)) < 0.5, 0.85, 1.0)
+    low_b, up_b = vn.compute_bounds(
+        model, x, eps, method=method, input_range=(low, high)
+    )
+    for corner in (False, True):
+        u = rng.uniform(-1, 1, (400, *x.shape))
+        if corner:
+            u = np.sign(u)
+        points = np.clip(x + u * eps, low, high).astype("float32")
+        out = keras.ops.convert_to_numpy(model(points.reshape(-1, 5, 5, 2)))
+        out = out.reshape(400, *low_b.shape)
+        assert np.all(out >= low_b - 1e-5) and np.all(out <= up_b + 1e-5)
+    # Constant arrays are the scalar case, bit for bit.
+    same = vn.compute_bounds(
+        model, x, np.full((5, 5, 2), 0.05), method=method, input_range=(0.0, 1.0)
+    )
+    scalar = vn.compute_bounds(model, x, 0.05, method=method, input_range=(0.0, 1.0))
+    np.testing.assert_array_equal(same[0], scalar[0])
+    np.testing.assert_array_equal(same[1], scalar[1])
+
+
+def test_zero_radius_features_are_fixed():
+    """Perturbing one pixel only: tighter than perturbing all, and no radius
+    at all gives the output itself."""
+    rng = np.random.default_rng(7)
+    model = _cnn(rng)
+    x = rng.uniform(0, 1, (2, 5, 5, 2)).astype("float32")
+    one = np.zeros((5, 5, 2))
+    one[2, 2, 0] = 0.3
+    low1, up1 = vn.compute_bounds(model, x, one, method="crown")
+    low_all, up_all = vn.compute_bounds(model, x, 0.3, method="crown")
+    assert np.all(up1 - low1 <= up_all - low_all + 1e-6)
+    assert np.mean(up1 - low1) < 0.5 * np.mean(up_all - low_all)
+    low0, up0 = vn.compute_bounds(model, x, np.zeros((5, 5, 2)), method="crown")
+    out = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(low0, out, atol=1e-5)
+    np.testing.assert_allclose(up0, out, atol=1e-5)
+    margins = vn.margin_bounds(model, x, [0, 1], one, method="crown")
+    assert margins.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epsilon": np.zeros((4, 5, 2))}, "broadcast"),
+        ({"epsilon": np.full((5, 5, 2), -0.1)}, ">= 0"),
+        ({"epsilon": np.full((5, 5, 2), np.nan)}, "NaN or infinite"),
+        ({"epsilon": np.full((5, 5, 2), 0.1), "norm": "l2"}, "L-inf"),
+        ({"epsilon": 0.1, "input_range": (np.zeros(2), np.full(2, -1.0))}, "low <="),
+        ({"epsilon": 0.1, "input_range": (np.full(2, 0.9), np.ones(2))}, "outside"),
+    ],
+)
+def test_per_feature_arguments_are_checked(kwargs, match):
+    rng = np.random.default_rng(8)
+    model = _cnn(rng)
+    x = rng.uniform(0.1, 0.8, (2, 5, 5, 2)).astype("float32")
+    with pytest.raises(vn.InvalidInputError, match=match):
+        vn.compute_bounds(model, x, **kwargs)
+
+
+def test_certify_takes_one_radius_and_says_where_arrays_go():
+    rng = np.random.default_rng(9)
+    model = _cnn(rng)
+    x = rng.uniform(0, 1, (2, 5, 5, 2)).astype("float32")
+    with pytest.raises(vn.InvalidInputError, match="compute_bounds"):
+        vn.certify(model, x, [0, 1], np.full((5, 5, 2), 0.1), verbose=0)

@@ -81,10 +81,76 @@ def check_epsilon(epsilon) -> float:
             raise TypeError(epsilon)
         value = float(epsilon)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"epsilon must be a number, got {epsilon!r}.") from exc
+        hint = (
+            " A per-feature epsilon (an array) is accepted by vn.compute_bounds "
+            "and vn.margin_bounds with norm='linf'."
+            if np.ndim(epsilon) > 0
+            else ""
+        )
+        raise InvalidInputError(
+            f"epsilon must be a number, got {epsilon!r}.{hint}"
+        ) from exc
     if not math.isfinite(value) or value < 0:
         raise InvalidInputError(f"epsilon must be finite and >= 0, got {epsilon!r}.")
     return value
+
+
+def _feature_array(name: str, value, shape: tuple) -> np.ndarray:
+    """``value`` as a float64 array of the input ``shape`` (broadcast)."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must hold numbers, got {value!r}.") from exc
+    try:
+        return np.broadcast_to(array, shape).copy()
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"{name} has shape {array.shape}, which does not broadcast to the "
+            f"input shape {shape}."
+        ) from exc
+
+
+def check_feature_epsilon(epsilon, shape: tuple):
+    """A float radius, or for an array a float64 array of the input
+    ``shape`` (one radius per feature, each finite and >= 0)."""
+    if np.ndim(epsilon) == 0 or isinstance(epsilon, (str, bytes)):
+        return check_epsilon(epsilon)
+    array = _feature_array("epsilon", epsilon, shape)
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        bad = ~np.isfinite(array) | (array < 0)
+        raise InvalidInputError(
+            f"epsilon must be finite and >= 0 for every feature; {int(bad.sum())} "
+            "entries are negative, NaN or infinite."
+        )
+    return array
+
+
+def check_feature_range(input_range, shape: tuple, x: np.ndarray | None = None):
+    """``(low, high)`` floats or ``None``, or with an array on either side
+    float64 arrays of the input ``shape``; ``x`` must lie inside."""
+    if input_range is None or all(np.ndim(v) == 0 for v in input_range):
+        return check_input_range(input_range, x)
+    try:
+        low, high = input_range
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"input_range must be a (low, high) pair, got {input_range!r}."
+        ) from exc
+    low = _feature_array("input_range's low", low, shape)
+    high = _feature_array("input_range's high", high, shape)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))) or np.any(
+        low > high
+    ):
+        raise InvalidInputError(
+            "input_range needs finite low <= high for every feature."
+        )
+    if x is not None and (np.any(x < low) or np.any(x > high)):
+        bad = int(np.sum(np.any((x < low) | (x > high), axis=tuple(range(1, x.ndim)))))
+        raise InvalidInputError(
+            f"{bad} sample(s) of x lie outside the per-feature input_range; "
+            "scale the data or widen the range."
+        )
+    return low, high
 
 
 def check_batch_size(batch_size) -> int | None:

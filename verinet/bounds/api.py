@@ -9,6 +9,8 @@ from verinet._validation import (
     check_batch_size,
     check_choice,
     check_epsilon,
+    check_feature_epsilon,
+    check_feature_range,
     check_input_range,
     check_x,
     check_y,
@@ -18,7 +20,7 @@ from verinet.bounds.graph import BoundGraph, bound_model
 from verinet.bounds.memory import memory_budget, no_grad
 from verinet.bounds.methods import METHODS as _BASE_METHODS
 from verinet.bounds.methods import BoundMethod, interval_pass
-from verinet.bounds.perturbation import NORMS
+from verinet.bounds.perturbation import NORMS, LinfBall
 from verinet.bounds.precision import float64_promotion, ieee_float32
 from verinet.errors import InvalidInputError
 
@@ -33,10 +35,26 @@ def resolve_method(method) -> BoundMethod:
     return METHODS[check_choice("method", method, tuple(METHODS))]()
 
 
-def make_perturbation(epsilon, norm="linf", input_range=None, x=None):
-    """Build the perturbation set after checking its arguments."""
+def make_perturbation(epsilon, norm="linf", input_range=None, x=None, shape=None):
+    """Build the perturbation set after checking its arguments.
+
+    With ``shape`` (the model's input shape) an L-inf ``epsilon`` and the
+    two sides of ``input_range`` may also be arrays broadcastable to it: one
+    value per feature (a radius of 0 leaves that feature unperturbed).
+    """
     norm = check_choice("norm", norm, tuple(NORMS))
-    return NORMS[norm](check_epsilon(epsilon), check_input_range(input_range, x))
+    if shape is None or norm != "linf":
+        if shape is not None and (
+            np.ndim(epsilon) > 0
+            or (input_range is not None and any(np.ndim(v) > 0 for v in input_range))
+        ):
+            raise InvalidInputError(
+                "A per-feature epsilon or input_range (an array) describes an "
+                "L-inf box; norm='l2' takes one number for each."
+            )
+        return NORMS[norm](check_epsilon(epsilon), check_input_range(input_range, x))
+    epsilon = check_feature_epsilon(epsilon, shape)
+    return LinfBall(epsilon, check_feature_range(input_range, shape, x))
 
 
 def _model_dtype(model, dtype):
@@ -117,12 +135,16 @@ def compute_bounds(
         model: a Keras model of verinet layers, or a stock Keras model that
             ``vn.convert`` can map (converted once per call).
         x: inputs ``(batch, *input_shape)``.
-        epsilon: radius of the ball, in input units.
+        epsilon: radius of the ball, in input units; with ``norm="linf"``
+            also an array broadcastable to the input shape (one radius per
+            feature; 0 keeps a feature fixed).
         method: ``"crown"`` (the default, as in ``certify`` and
             ``model.bounds``), ``"ibp"``, ``"crown-ibp"``, ``"alpha-crown"`` or
             a bound method object (e.g. ``vn.bounds.AlphaCROWN(iterations=50)``).
         norm: ``"linf"`` or ``"l2"``.
-        input_range: optional ``(low, high)`` valid input box.
+        input_range: optional ``(low, high)`` valid input box; with
+            ``norm="linf"`` either side may be an array broadcastable to the
+            input shape.
         C: optional specification ``(batch, specs, classes)``; bounds are then
             on ``C @ output``.
         dtype: ``"float32"`` or ``"float64"`` (default: the model's dtype).
@@ -136,7 +158,8 @@ def compute_bounds(
         >>> lower, upper = vn.compute_bounds(model, x_test[:8], 0.05, method="crown")
     """
     x = check_x(model, x)
-    perturbation = make_perturbation(epsilon, norm, input_range, x)
+    shape = x.shape[1:]
+    perturbation = make_perturbation(epsilon, norm, input_range, x, shape)
     method = resolve_method(method)
     classes = model.outputs[0].shape[-1]
     if C is not None:
@@ -201,7 +224,7 @@ def margin_bounds(
     x = check_x(model, x)
     classes = model.outputs[0].shape[-1]
     y = check_y(y, len(x), classes)
-    perturbation = make_perturbation(epsilon, norm, input_range, x)
+    perturbation = make_perturbation(epsilon, norm, input_range, x, x.shape[1:])
     model, graph = bound_model(model)
     lower, _ = bound_batches(
         model,

@@ -34,15 +34,16 @@ class Perturbation:
         input_range: optional ``(low, high)`` box intersected with the ball.
     """
 
-    def __init__(self, epsilon: float, input_range=None):
-        self.epsilon = float(epsilon)
+    def __init__(self, epsilon, input_range=None):
+        self.epsilon = float(epsilon) if np.ndim(epsilon) == 0 else epsilon
         self.input_range = input_range
 
     def box(self, x):
         """Return the elementwise ``(lower, upper)`` enclosing the set."""
-        lower, upper = x - self.epsilon, x + self.epsilon
+        eps = _like(self.epsilon, x)
+        lower, upper = x - eps, x + eps
         if self.input_range is not None:
-            low, high = self.input_range
+            low, high = (_like(v, x) for v in self.input_range)
             lower, upper = ops.maximum(lower, low), ops.minimum(upper, high)
         return lower, upper
 
@@ -62,7 +63,7 @@ class Perturbation:
     def _clip_to_range(self, points):
         if self.input_range is None:
             return points
-        return points.clamp(*self.input_range)
+        return points.clamp(*(_like(v, points) for v in self.input_range))
 
     def project(self, points, x):
         """``points`` moved into the set around ``x`` (tensors, same shape).
@@ -103,7 +104,7 @@ class Perturbation:
         with np.errstate(invalid="ignore", over="ignore"):
             inside = self._within(delta)
             if self.input_range is not None:
-                low, high = self.input_range
+                low, high = (_feature_row(v) for v in self.input_range)
                 inside &= np.all((p >= low) & (p <= high), axis=1)
         return inside & np.all(np.isfinite(p), axis=1)
 
@@ -113,6 +114,20 @@ class Perturbation:
 
 def _rows(array: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+
+
+def _like(value, x):
+    """A number as it is; a per-feature array as a tensor like ``x``."""
+    if np.ndim(value) == 0:
+        return value
+    return ops.convert_to_tensor(value, dtype=x.dtype)
+
+
+def _feature_row(value):
+    """A number as it is; a per-feature array as one float64 row."""
+    if np.ndim(value) == 0:
+        return value
+    return np.asarray(value, dtype=np.float64).reshape(1, -1)
 
 
 def _per_sample(values, like):
@@ -144,7 +159,11 @@ def concretize_box(lower, upper, A, sign: int):
 
 
 class LinfBall(Perturbation):
-    """L-infinity ball (a box), optionally clipped to ``input_range``."""
+    """L-infinity ball (a box), optionally clipped to ``input_range``.
+
+    ``epsilon`` and either side of ``input_range`` may be numpy arrays of
+    the input shape (one value per feature, the same for every sample).
+    """
 
     norm = "linf"
 
@@ -153,7 +172,8 @@ class LinfBall(Perturbation):
         return concretize_box(lower, upper, A, sign)
 
     def project(self, points, x):
-        delta = (points - x).clamp(-self.epsilon, self.epsilon)
+        eps = _like(self.epsilon, x)
+        delta = (points - x).clamp(-eps, eps)
         return self._clip_to_range(x + delta)
 
     def direction(self, grad):
@@ -163,17 +183,18 @@ class LinfBall(Perturbation):
         import torch
 
         noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-        return self.project(x + ((2 * noise - 1) * self.epsilon).to(x.dtype), x)
+        eps = _like(self.epsilon, x)
+        return self.project(x + ((2 * noise - 1) * eps).to(x.dtype), x)
 
     def vertex(self, x, generator):
         import torch
 
         coin = torch.rand(x.shape, generator=generator, device="cpu") < 0.5
         sign = torch.where(coin, -1.0, 1.0).to(x.device, x.dtype)
-        return self.project(x + self.epsilon * sign, x)
+        return self.project(x + _like(self.epsilon, x) * sign, x)
 
     def _within(self, delta):
-        return np.all(np.abs(delta) <= self.epsilon, axis=1)
+        return np.all(np.abs(delta) <= _feature_row(self.epsilon), axis=1)
 
 
 class L2Ball(Perturbation):
