@@ -264,6 +264,36 @@ def test_batch_statistics_bounds_describe_the_training_forward(rng):
     assert np.abs(eval_out - train_out).max() > 1e-3
 
 
+def test_batch_statistics_keep_float64(rng):
+    """A float64 model's training-mode bounds use float64 batch statistics:
+    at epsilon 0 they equal its training forward to float64 precision."""
+    from verinet.bounds.batch_statistics import with_batch_statistics
+    from verinet.bounds.graph import BoundGraph
+    from verinet.bounds.methods import interval_pass
+    from verinet.bounds.perturbation import LinfBall
+    from verinet.bounds.precision import float64_promotion
+
+    f64 = {"dtype": "float64"}
+    model = keras.Sequential(
+        [
+            layers.Input((6,), dtype="float64"),
+            layers.Dense(12, **f64),
+            layers.BatchNormalization(**f64),
+            layers.ReLU(**f64),
+            layers.Dense(3, **f64),
+        ]
+    )
+    x = keras.ops.convert_to_tensor(rng.uniform(0, 1, (16, 6)), dtype="float64")
+    # Keras narrows float64 products to float32 unless told otherwise.
+    with float64_promotion():
+        graph = with_batch_statistics(BoundGraph(model), x)
+        low, up = interval_pass(graph, x, LinfBall(0.0))[graph.output]
+        train_out = keras.ops.convert_to_numpy(model(x, training=True))
+    assert keras.backend.standardize_dtype(low.dtype) == "float64"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(low), train_out, atol=1e-12)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(up), train_out, atol=1e-12)
+
+
 def test_moving_statistics_come_from_clean_data_only(digits):
     (x, y), _ = digits
     for robust in ("pgd", "ibp"):
