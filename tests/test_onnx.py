@@ -2,6 +2,7 @@
 
 import verinet as vn  # noqa: I001 - verinet before keras
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -18,13 +19,14 @@ from onnx import TensorProto, helper, numpy_helper
 from verinet import layers as L
 from verinet.deploy import deploy
 from verinet.errors import OnnxExportError, OnnxImportError
+from verinet.layers import registry
 from verinet.onnx import (
     certify_onnx,
+    emitters,
     export_onnx,
     from_onnx,
     read_metadata,
     weights_sha256,
-    writer,
 )
 
 METHODS = ("ibp", "crown", "crown-ibp")
@@ -178,11 +180,10 @@ def test_export_records_the_certificate(rng, tmp_path):
 
 def test_export_refuses_when_onnxruntime_disagrees(rng, tmp_path, monkeypatch):
     """A wrong export rule (ReLU written as Sigmoid) is caught, nothing written."""
-    emitters = tuple(
-        (cls, writer._activation("Sigmoid") if cls is L.ReLU else fn, layout)
-        for cls, fn, layout in writer._EMITTERS
+    wrong = dataclasses.replace(
+        registry.spec_for(L.ReLU), onnx_export=emitters.activation("Sigmoid")
     )
-    monkeypatch.setattr(writer, "_EMITTERS", emitters)
+    monkeypatch.setitem(registry._SPECS, L.ReLU, wrong)
     model = vn.Sequential([L.Input((4,)), L.Dense(8), L.ReLU(), L.Dense(3)])
     with pytest.raises(OnnxExportError, match="differ"):
         export_onnx(model, tmp_path / "bad.onnx")

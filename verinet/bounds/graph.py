@@ -34,15 +34,11 @@ class Node:
 
 
 def supported_layers() -> list[str]:
-    """Names of the zoo layers that carry bound rules."""
-    from verinet import layers
+    """Names of the layers that carry bound rules: every registered layer
+    (``vn.layers.registered()``, users' own included)."""
+    from verinet.layers.registry import registered
 
-    return sorted(
-        name
-        for name in layers.__all__
-        if isinstance(getattr(layers, name), type)
-        and issubclass(getattr(layers, name), (BoundRule, ResidualBlock))
-    )
+    return [spec.name for spec in registered()]
 
 
 def unsupported(layer, detail: str = "") -> UnsupportedLayerError:

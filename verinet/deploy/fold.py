@@ -7,14 +7,11 @@ import numpy as np
 from keras import ops
 
 from verinet.bounds.graph import BoundGraph, bound_model
+from verinet.layers import registry
 from verinet.layers.affine import ElementwiseAffine
 from verinet.layers.batch_norm import BatchNormalization
-from verinet.layers.conv import Conv2D
-from verinet.layers.dense import Dense
 from verinet.layers.merge import Add
 from verinet.layers.reshaping import Dropout
-
-_FOLDABLE = (Dense, Conv2D)
 
 
 def bound_graph(model: keras.Model) -> BoundGraph:
@@ -39,8 +36,12 @@ def bn_affine(bn: BatchNormalization) -> tuple[np.ndarray, np.ndarray]:
 def fold_batch_norm(linear, bn) -> tuple[dict, list[np.ndarray]]:
     """Config and weights of ``linear`` followed by ``bn`` as one layer.
 
+    The layer folds the batch norm's inference scale and shift itself
+    (``linear.fold_affine``): it knows which kernel axis is its output.
+
     Args:
-        linear: a built ``Dense`` or ``Conv2D`` zoo layer.
+        linear: a built layer whose spec says ``folds_batch_norm`` (``Dense``,
+            ``Conv2D``).
         bn: the ``BatchNormalization`` normalizing its output.
 
     Returns:
@@ -50,17 +51,13 @@ def fold_batch_norm(linear, bn) -> tuple[dict, list[np.ndarray]]:
         >>> config, weights = fold_batch_norm(dense, bn)
     """
     scale, shift = bn_affine(bn)
-    kernel = np.asarray(ops.convert_to_numpy(linear.kernel), dtype=np.float64)
-    bias = (
-        np.asarray(ops.convert_to_numpy(linear.bias), dtype=np.float64)
-        if linear.use_bias
-        else np.zeros(kernel.shape[-1])
-    )
-    # The output channel is the kernel's last axis for Dense and Conv2D.
-    dtype = ops.convert_to_numpy(linear.kernel).dtype
-    weights = [(kernel * scale).astype(dtype), (bias * scale + shift).astype(dtype)]
-    config = {**linear.get_config(), "use_bias": True}
-    return config, weights
+    return linear.fold_affine(scale, shift)
+
+
+def folds_batch_norm(layer) -> bool:
+    """Whether a batch norm after ``layer`` folds into it (its registry spec)."""
+    spec = registry.spec_for(layer)
+    return spec is not None and spec.folds_batch_norm
 
 
 class UniqueNames:
@@ -90,7 +87,7 @@ def _clone(layer, name: str, config=None):
 
 
 def _plan(graph):
-    """Resolve dropout away and find the Dense/Conv2D -> BN pairs to fold.
+    """Resolve dropout away and find the (foldable layer) -> BN pairs to fold.
 
     Returns:
         ``(alias, fold)``: ``alias[i]`` is the node a dropout node stands for;
@@ -118,7 +115,7 @@ def _plan(graph):
         j = resolve(node.inputs[0])
         prev = graph.nodes[j].rule
         if (
-            isinstance(prev, _FOLDABLE)
+            folds_batch_norm(prev)
             and readers[j] == 1
             and uses[id(prev)] == 1
             and uses[id(node.rule)] == 1
@@ -131,7 +128,8 @@ def deploy(model: keras.Model) -> keras.Model:
     """Return the inference architecture of ``model`` as a new ``vn.Model``.
 
     Each ``BatchNormalization`` is folded into the ``Dense``/``Conv2D`` that
-    feeds it (when that layer feeds nothing else); one with nothing foldable
+    feeds it (any layer whose registry spec says ``folds_batch_norm``, when
+    that layer feeds nothing else); one with nothing foldable
     before it becomes an ``ElementwiseAffine`` layer with its inference scale
     and shift. ``Dropout`` is removed. Every other layer is copied with its
     weights; composite layers (``ResidualBlock``) are expanded into their

@@ -8,7 +8,7 @@ from verinet.onnx.export import (
     check_onnx_matches,
     export_onnx,
 )
-from verinet.onnx.writer import _EMITTERS, INPUT_NAME, OUTPUT_NAME, _activation  # noqa: F401
+from verinet.onnx.writer import INPUT_NAME, OUTPUT_NAME
 
 warnings.warn(
     "verinet.deploy.onnx_export is deprecated; import from "

@@ -1,4 +1,10 @@
-"""The layer zoo: Keras layers that state their own bound rules."""
+"""The layer zoo: Keras layers that state their own bound rules.
+
+What each layer can do beyond its bound rules (stock Keras classes it
+converts from, ONNX export and import, batch-norm folding) is declared with
+``register`` in its own module; ``registered()`` lists the specs (see
+``verinet.layers.registry``).
+"""
 
 from verinet import _backend
 
@@ -15,6 +21,7 @@ from verinet.layers.padding import ZeroPadding2D  # noqa: E402
 from verinet.layers.permute import Permute  # noqa: E402
 from verinet.layers.pooling import AveragePooling2D, MaxPooling2D  # noqa: E402
 from verinet.layers.preprocessing import Normalization, Rescaling  # noqa: E402
+from verinet.layers.registry import register, registered  # noqa: E402
 from verinet.layers.relu import LeakyReLU, ReLU  # noqa: E402
 from verinet.layers.reshaping import Dropout, Flatten, Reshape  # noqa: E402
 from verinet.layers.residual import ResidualBlock  # noqa: E402
@@ -42,4 +49,6 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "ZeroPadding2D",
+    "register",
+    "registered",
 ]

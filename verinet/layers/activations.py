@@ -1,35 +1,34 @@
-"""Activation names understood by verinet, mapped to zoo layers."""
+"""Activation names understood by verinet, mapped to zoo layers.
 
-import functools
+Each activation layer states its Keras name when it registers
+(``register(ReLU, activation="relu")``); this module looks it up.
+"""
 
 from verinet.errors import InvalidInputError
-from verinet.layers.relu import LeakyReLU, ReLU
-from verinet.layers.smooth import GeLU, Sigmoid, Tanh
-
-ACTIVATIONS = {
-    "relu": ReLU,
-    # Keras's "leaky_relu" activation uses slope 0.2 (the layer's default is 0.3).
-    "leaky_relu": functools.partial(LeakyReLU, negative_slope=0.2),
-    "gelu": GeLU,
-    "sigmoid": Sigmoid,
-    "tanh": Tanh,
-}
+from verinet.layers import registry
 
 
 def activation_layer(name: str):
     """Return a new zoo layer for an activation name.
 
     Args:
-        name: one of ``verinet.layers.activations.ACTIVATIONS``.
+        name: a Keras activation name the zoo computes
+            (``verinet.layers.registry.activation_names()``).
 
     Returns:
         A bound-aware Keras layer.
 
     Raises:
         InvalidInputError: for an unknown name.
+
+    Example:
+        >>> activation_layer("relu")
+        <ReLU ...>
     """
-    if name not in ACTIVATIONS:
+    spec = registry.activation_spec(name)
+    if spec is None:
         raise InvalidInputError(
-            f"Unknown activation {name!r}; verinet supports {sorted(ACTIVATIONS)}."
+            f"Unknown activation {name!r}; verinet supports "
+            f"{registry.activation_names()}."
         )
-    return ACTIVATIONS[name]()
+    return spec.make_activation()

@@ -9,6 +9,7 @@ from keras import ops
 from verinet.errors import InvalidInputError
 from verinet.layers.base import cast_like
 from verinet.layers.elementwise_affine import ElementwiseAffineRule
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -64,3 +65,10 @@ class ElementwiseAffine(keras.layers.Layer, ElementwiseAffineRule):
 
     def get_config(self):
         return {**super().get_config(), "param_shape": self.param_shape}
+
+
+register(
+    ElementwiseAffine,
+    onnx_export="verinet.onnx.emitters:emit_affine",
+    onnx_import=("Add", "BatchNormalization", "Div", "Mul", "Sub"),
+)

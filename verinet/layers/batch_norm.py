@@ -4,8 +4,10 @@ import keras
 from keras import ops
 
 from verinet.errors import InvalidInputError
+from verinet.layers._stock import from_config, refuse
 from verinet.layers.base import cast_like
 from verinet.layers.elementwise_affine import ElementwiseAffineRule
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -45,3 +47,31 @@ class BatchNormalization(keras.layers.BatchNormalization, ElementwiseAffineRule)
         if self.center:
             shift = shift + cast_like(self.beta, reference)
         return scale, shift
+
+
+def _from_stock(layer, config, input_shape):
+    """Stock batch norm over the last axis, without renorm."""
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if isinstance(axis, int) and axis == len(input_shape) - 1:
+        axis = -1
+    if axis != -1:
+        raise refuse(
+            layer,
+            f"axis={config['axis']!r}",
+            "axis=-1 (the last, channels_last axis)",
+        )
+    if config.get("renorm"):
+        raise refuse(layer, "renorm=True", "renorm=False")
+    config["axis"] = -1
+    config.pop("synchronized", None)  # training only; inference is the same
+    return [from_config(BatchNormalization, layer, config)]
+
+
+# ONNX BatchNormalization imports as an ElementwiseAffine (its inference map).
+register(
+    BatchNormalization,
+    converts_from=(keras.layers.BatchNormalization,),
+    from_stock=_from_stock,
+    onnx_export="verinet.onnx.emitters:emit_affine",
+)

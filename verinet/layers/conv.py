@@ -7,9 +7,17 @@ from verinet.bounds.patches import Patches
 from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_channels_last, require_linear_activation
 from verinet.layers._conv_ops import conv2d, conv2d_transpose, window_conv_transpose
+from verinet.layers._fold import fold_last_axis
 from verinet.layers._spatial import paddings
+from verinet.layers._stock import (
+    refuse,
+    require_plain_kernel,
+    require_stock_channels_last,
+    with_fused_activation,
+)
 from verinet.layers.base import AffineRule, cast_like, center_radius
 from verinet.layers.initializers import resolve_kernel_initializer
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -104,3 +112,31 @@ class Conv2D(keras.layers.Conv2D, AffineRule):
                 ops.sum(P.coeffs, axis=(2, 3)), cast_like(self.bias, P.coeffs)
             )
         return out, bias
+
+    def fold_affine(self, scale, shift) -> tuple[dict, list]:
+        """``(config, weights)`` of this layer then ``y * scale + shift`` (one
+        value per output channel), as in ``Dense.fold_affine``: the output
+        channel is the kernel's last axis, ``(kh, kw, in, out)``."""
+        return fold_last_axis(self, scale, shift)
+
+
+def _from_stock(layer, config, input_shape):
+    require_stock_channels_last(layer, config)
+    if tuple(config.get("dilation_rate", (1, 1))) != (1, 1):
+        raise refuse(
+            layer, f"dilation_rate={config['dilation_rate']!r}", "dilation_rate=1"
+        )
+    if config.get("groups", 1) != 1:
+        raise refuse(layer, f"groups={config['groups']!r}", "groups=1")
+    require_plain_kernel(layer, config)
+    return with_fused_activation(Conv2D, layer, config)
+
+
+register(
+    Conv2D,
+    converts_from=(keras.layers.Conv2D,),
+    from_stock=_from_stock,
+    onnx_export="verinet.onnx.emitters:emit_conv",
+    onnx_import=("Conv",),
+    folds_batch_norm=True,
+)

@@ -5,8 +5,11 @@ from keras import ops
 
 from verinet.errors import InvalidInputError
 from verinet.layers._checks import require_linear_activation
+from verinet.layers._fold import fold_last_axis
+from verinet.layers._stock import require_plain_kernel, with_fused_activation
 from verinet.layers.base import AffineRule, cast_like, center_radius, sum_spec
 from verinet.layers.initializers import resolve_kernel_initializer
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -54,3 +57,35 @@ class Dense(keras.layers.Dense, AffineRule):
         # A Dense on (..., features) sums the bias over the leading positions too.
         bias = sum_spec(ops.matmul(A, self._bias(A))) if self.use_bias else None
         return A_in, bias
+
+    def fold_affine(self, scale, shift) -> tuple[dict, list]:
+        """This layer followed by ``y * scale + shift``, as one ``Dense``.
+
+        The output unit is the kernel's last axis (``(in, units)``).
+
+        Args:
+            scale: one factor per unit, e.g. a batch norm's inference scale.
+            shift: one offset per unit.
+
+        Returns:
+            ``(config, weights)`` of the folded layer (with a bias).
+
+        Example:
+            >>> config, weights = dense.fold_affine(scale, shift)
+        """
+        return fold_last_axis(self, scale, shift)
+
+
+def _from_stock(layer, config, input_shape):
+    require_plain_kernel(layer, config)
+    return with_fused_activation(Dense, layer, config)
+
+
+register(
+    Dense,
+    converts_from=(keras.layers.Dense,),
+    from_stock=_from_stock,
+    onnx_export="verinet.onnx.emitters:emit_dense",
+    onnx_import=("Gemm", "MatMul"),
+    folds_batch_norm=True,
+)

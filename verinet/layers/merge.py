@@ -3,6 +3,7 @@
 import keras
 
 from verinet.layers.base import BoundRule
+from verinet.layers.registry import register
 
 
 class AddRule(BoundRule):
@@ -29,3 +30,11 @@ class Add(keras.layers.Add, AddRule):
         >>> x = keras.Input((4,))
         >>> y = layers.Add()([x, layers.Dense(4)(x)])
     """
+
+
+register(
+    Add,
+    converts_from=(keras.layers.Add,),
+    onnx_export="verinet.onnx.emitters:emit_add",
+    onnx_import=("Add", "Sub"),
+)

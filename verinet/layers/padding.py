@@ -4,7 +4,9 @@ import keras
 
 from verinet.bounds.patches import Patches
 from verinet.layers._checks import require_channels_last
+from verinet.layers._stock import channels_last
 from verinet.layers.base import AffineRule
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -41,3 +43,12 @@ class ZeroPadding2D(keras.layers.ZeroPadding2D, AffineRule):
             return out.replace(out.coeffs * out.mask()), None
         height, width = input_shape[0], input_shape[1]
         return A[:, :, top : top + height, left : left + width, :], None
+
+
+register(
+    ZeroPadding2D,
+    converts_from=(keras.layers.ZeroPadding2D,),
+    from_stock=channels_last(ZeroPadding2D),
+    onnx_export="verinet.onnx.emitters:emit_zero_pad",
+    onnx_import=("Pad",),
+)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from verinet.layers.base import AffineRule
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -30,3 +31,11 @@ class Permute(keras.layers.Permute, AffineRule):
         for out_axis, in_axis in enumerate(self.dims):
             inverse[in_axis - 1] = out_axis
         return ops.transpose(A, (0, 1, *(i + 2 for i in inverse))), None
+
+
+register(
+    Permute,
+    converts_from=(keras.layers.Permute,),
+    onnx_export="verinet.onnx.emitters:emit_permute",
+    onnx_import=("Transpose",),
+)

@@ -5,7 +5,9 @@ from keras import ops
 
 from verinet.layers._checks import require_channels_last
 from verinet.layers._spatial import crop_hw, pad_hw, paddings, scatter_windows, windows
+from verinet.layers._stock import channels_last
 from verinet.layers.base import AffineRule, SingleInputRule, sum_spec
+from verinet.layers.registry import register
 
 
 class _PoolGeometry:
@@ -164,3 +166,19 @@ class MaxPooling2D(keras.layers.MaxPooling2D, _PoolGeometry, SingleInputRule):
         lA_in, lbias = side(lA, True) if lA is not None else (None, None)
         uA_in, ubias = side(uA, False) if uA is not None else (None, None)
         return lA_in, uA_in, lbias, ubias
+
+
+register(
+    AveragePooling2D,
+    converts_from=(keras.layers.AveragePooling2D,),
+    from_stock=channels_last(AveragePooling2D),
+    onnx_export="verinet.onnx.emitters:emit_average_pool",
+    onnx_import=("AveragePool", "GlobalAveragePool"),
+)
+register(
+    MaxPooling2D,
+    converts_from=(keras.layers.MaxPooling2D,),
+    from_stock=channels_last(MaxPooling2D),
+    onnx_export="verinet.onnx.emitters:emit_max_pool",
+    onnx_import=("MaxPool",),
+)

@@ -8,6 +8,7 @@ from keras import ops
 
 from verinet.layers.base import cast_like
 from verinet.layers.elementwise_affine import ElementwiseAffineRule
+from verinet.layers.registry import register
 
 
 @keras.saving.register_keras_serializable(package="verinet")
@@ -42,3 +43,16 @@ class Normalization(keras.layers.Normalization, ElementwiseAffineRule):
         if self.invert:
             return std, mean
         return 1.0 / std, -mean / std
+
+
+# ONNX Mul/Add by constants import as an ElementwiseAffine.
+register(
+    Rescaling,
+    converts_from=(keras.layers.Rescaling,),
+    onnx_export="verinet.onnx.emitters:emit_affine",
+)
+register(
+    Normalization,
+    converts_from=(keras.layers.Normalization,),
+    onnx_export="verinet.onnx.emitters:emit_affine",
+)

@@ -6,7 +6,9 @@ from keras import ops
 from verinet.bounds.patches import coefficients, like, spread
 from verinet.bounds.relaxations import leaky_relu_lines, leaky_relu_relaxation
 from verinet.errors import InvalidInputError
+from verinet.layers._stock import unsupported
 from verinet.layers.base import ElementwiseRule, dot_spec, split_signs
+from verinet.layers.registry import register
 
 
 class _ReluFamilyRule(ElementwiseRule):
@@ -120,3 +122,30 @@ class LeakyReLU(keras.layers.LeakyReLU, _ReluFamilyRule):
 
     def interval(self, lower, upper):
         return self.call(lower), self.call(upper)
+
+
+def _relu_from_stock(layer, config, input_shape):
+    """Stock ``ReLU``: the plain one, or a ``LeakyReLU`` for a negative slope."""
+    if config.get("max_value") is None and config.get("threshold", 0.0) == 0.0:
+        slope = config.get("negative_slope", 0.0)
+        return [ReLU() if slope == 0.0 else LeakyReLU(slope)]
+    raise unsupported(layer, " for max_value or threshold")
+
+
+register(
+    ReLU,
+    converts_from=(keras.layers.ReLU,),
+    from_stock=_relu_from_stock,
+    onnx_export="verinet.onnx.emitters:emit_relu",
+    onnx_import=("Relu",),
+    activation="relu",
+)
+register(
+    LeakyReLU,
+    converts_from=(keras.layers.LeakyReLU,),
+    onnx_export="verinet.onnx.emitters:emit_leaky_relu",
+    onnx_import=("LeakyRelu",),
+    # Keras's "leaky_relu" activation uses slope 0.2 (the layer's default is 0.3).
+    activation="leaky_relu",
+    activation_config={"negative_slope": 0.2},
+)

@@ -4,7 +4,10 @@ import keras
 from keras import ops
 
 from verinet.layers._checks import require_channels_last
+from verinet.layers._stock import from_config
 from verinet.layers.base import AffineRule, IdentityRule
+from verinet.layers.permute import Permute
+from verinet.layers.registry import register
 
 
 class _ReshapeRule(AffineRule):
@@ -54,3 +57,32 @@ class Dropout(keras.layers.Dropout, IdentityRule):
 
     def interval(self, lower, upper):
         return lower, upper
+
+
+def _flatten_from_stock(layer, config, input_shape):
+    """Keras moves a channels_first input's channel axis last, then flattens."""
+    rank = len(input_shape)
+    if rank > 2 and config.get("data_format") == "channels_first":
+        return [Permute((*range(2, rank), 1)), Flatten()]
+    return [from_config(Flatten, layer, config)]
+
+
+register(
+    Flatten,
+    converts_from=(keras.layers.Flatten,),
+    from_stock=_flatten_from_stock,
+    onnx_export="verinet.onnx.emitters:emit_flatten",
+    onnx_import=("Flatten", "Reshape"),
+)
+register(
+    Reshape,
+    converts_from=(keras.layers.Reshape,),
+    onnx_export="verinet.onnx.emitters:emit_reshape",
+    onnx_import=("Reshape",),
+)
+# ONNX Dropout imports as nothing: it is the identity at inference.
+register(
+    Dropout,
+    converts_from=(keras.layers.Dropout,),
+    onnx_export="verinet.onnx.emitters:emit_identity",
+)

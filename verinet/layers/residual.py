@@ -5,6 +5,7 @@ import keras
 from verinet.errors import InvalidInputError
 from verinet.layers.conv import Conv2D
 from verinet.layers.dense import Dense
+from verinet.layers.registry import register
 
 
 def _activation(name):
@@ -75,3 +76,7 @@ class ResidualBlock(keras.layers.Layer):
             "kernel_size": self.kernel_size,
             "activation": self.activation_name,
         }
+
+
+# The bound graph expands the block into its Dense/Conv2D, activation and sum.
+register(ResidualBlock, composite=True)

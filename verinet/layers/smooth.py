@@ -7,6 +7,7 @@ from keras import ops
 
 from verinet.bounds.relaxations import smooth_relaxation
 from verinet.layers.base import ElementwiseRule
+from verinet.layers.registry import register
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -119,3 +120,24 @@ class GeLU(_SmoothActivation):
 
     def get_config(self):
         return {**super().get_config(), "approximate": self.approximate}
+
+
+register(
+    Sigmoid,
+    onnx_export="verinet.onnx.emitters:emit_sigmoid",
+    onnx_import=("Sigmoid",),
+    activation="sigmoid",
+)
+register(
+    Tanh,
+    onnx_export="verinet.onnx.emitters:emit_tanh",
+    onnx_import=("Tanh",),
+    activation="tanh",
+)
+# ONNX Gelu, or the Erf pattern exporters emit for it.
+register(
+    GeLU,
+    onnx_export="verinet.onnx.emitters:emit_gelu",
+    onnx_import=("Gelu",),
+    activation="gelu",
+)

@@ -3,36 +3,25 @@
 The graph is written from the zoo layers with ``onnx.helper``. The ONNX input
 keeps the Keras layout (channels_last, e.g. ``(N, H, W, C)``) so the same
 arrays feed both; convolutions and pooling run in NCHW between ``Transpose``
-nodes, and consecutive transposes are never emitted.
+nodes, and consecutive transposes are never emitted. Each layer's nodes come
+from the emitter its registry spec names (``verinet.onnx.emitters``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from keras import ops
 from onnx import TensorProto, helper, numpy_helper
 
 from verinet.deploy.fold import bound_graph
 from verinet.errors import OnnxExportError
-from verinet.layers._spatial import paddings
-from verinet.layers.base import IdentityRule
-from verinet.layers.conv import Conv2D
-from verinet.layers.dense import Dense
-from verinet.layers.elementwise_affine import ElementwiseAffineRule
+from verinet.layers import registry
 from verinet.layers.merge import AddRule
-from verinet.layers.padding import ZeroPadding2D
 from verinet.layers.permute import Permute
-from verinet.layers.pooling import AveragePooling2D, MaxPooling2D
-from verinet.layers.relu import LeakyReLU, ReLU
-from verinet.layers.reshaping import Flatten, Reshape
-from verinet.layers.smooth import GeLU, Sigmoid, Tanh
+from verinet.onnx.emitters import TO_NCHW, TO_NHWC, emit_add
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-
-_TO_NCHW = (0, 3, 1, 2)
-_TO_NHWC = (0, 2, 3, 1)
 
 
 class _Writer:
@@ -71,169 +60,22 @@ class _Writer:
         name, have = value
         if have == want or have is None:
             return name
-        perm = _TO_NCHW if want == "NCHW" else _TO_NHWC
+        perm = TO_NCHW if want == "NCHW" else TO_NHWC
         return self.node("Transpose", [name], hint, perm=list(perm))
 
 
-def _np(tensor, dtype=np.float32):
-    return np.asarray(ops.convert_to_numpy(tensor), dtype=dtype)
-
-
-def _pads(layer, hw, window):
-    (top, bottom), (left, right) = paddings(hw, window, layer.strides, layer.padding)
-    return [top, left, bottom, right]
-
-
-def _dense(w, layer, value, shape, hint):
-    kernel, rank = _np(layer.kernel), len(shape) + 1
-    x = w.layout(value, "NHWC", hint)
-    if rank == 2:
-        inputs = [x, w.const(f"{hint}_kernel", kernel)]
-        if layer.use_bias:
-            inputs.append(w.const(f"{hint}_bias", _np(layer.bias)))
-        return w.node("Gemm", inputs, hint)
-    out = w.node("MatMul", [x, w.const(f"{hint}_kernel", kernel)], hint)
-    if layer.use_bias:
-        out = w.node("Add", [out, w.const(f"{hint}_bias", _np(layer.bias))], hint)
-    return out
-
-
-def _conv(w, layer, value, shape, hint):
-    x = w.layout(value, "NCHW", hint)
-    kernel = np.transpose(_np(layer.kernel), (3, 2, 0, 1))
-    inputs = [x, w.const(f"{hint}_kernel", kernel)]
-    if layer.use_bias:
-        inputs.append(w.const(f"{hint}_bias", _np(layer.bias)))
-    return w.node(
-        "Conv",
-        inputs,
-        hint,
-        kernel_shape=list(layer.kernel_size),
-        strides=list(layer.strides),
-        pads=_pads(layer, shape[:2], layer.kernel_size),
-    )
-
-
-def _pool(w, layer, value, shape, hint):
-    x = w.layout(value, "NCHW", hint)
-    attrs = dict(
-        kernel_shape=list(layer.pool_size),
-        strides=list(layer.strides),
-        pads=_pads(layer, shape[:2], layer.pool_size),
-    )
-    if isinstance(layer, AveragePooling2D):
-        return w.node("AveragePool", [x], hint, count_include_pad=0, **attrs)
-    return w.node("MaxPool", [x], hint, **attrs)
-
-
-def _affine(w, layer, value, shape, hint):
-    """``x * scale + shift`` with parameters laid out like the value."""
-    rank = len(shape) + 1
-    reference = ops.zeros((1,), dtype="float32")
-    name, layout = value
-    out = name
-    for op, param in zip(("Mul", "Add"), layer.affine_params(reference), strict=True):
-        array = _np(param)
-        array = array.reshape((1,) * (rank - array.ndim) + array.shape)
-        if layout == "NCHW":
-            array = np.transpose(array, _TO_NCHW)
-        out = w.node(op, [out, w.const(f"{hint}_{op.lower()}", array)], hint)
-    return out
-
-
-def _gelu(w, layer, value, shape, hint):
-    x = value[0]
-    if w.opset >= 20:
-        mode = "tanh" if layer.approximate else "none"
-        return w.node("Gelu", [x], hint, approximate=mode)
-    if layer.approximate:
+def _emitter(rule):
+    """The ONNX emitter of a bound-graph node's rule, from the registry."""
+    if type(rule) is AddRule:  # the sum closing a ResidualBlock
+        return emit_add
+    spec = registry.spec_for(rule)
+    emitter = None if spec is None else spec.emitter()
+    if emitter is None:
         raise OnnxExportError(
-            f"Layer {layer.name!r}: the tanh-approximate GeLU needs opset >= 20 "
-            f"(the ONNX Gelu operator); got opset={w.opset}."
+            f"Layer {rule.name!r} ({type(rule).__name__}) has no ONNX export rule. "
+            f"Exportable verinet layers: {', '.join(registry.exportable_names())}."
         )
-    # 0.5 * x * (1 + erf(x / sqrt(2))), the pattern PyTorch exporters emit.
-    scaled = w.node(
-        "Div", [x, w.const(f"{hint}_sqrt2", np.float32(np.sqrt(2.0)))], hint
-    )
-    erf = w.node("Erf", [scaled], hint)
-    one = w.node("Add", [erf, w.const(f"{hint}_one", np.float32(1.0))], hint)
-    prod = w.node("Mul", [x, one], hint)
-    return w.node("Mul", [prod, w.const(f"{hint}_half", np.float32(0.5))], hint)
-
-
-def _activation(op, **attrs):
-    def emit(w, layer, value, shape, hint):
-        return w.node(op, [value[0]], hint, **attrs)
-
-    return emit
-
-
-def _flatten(w, layer, value, shape, hint):
-    return w.node("Flatten", [w.layout(value, "NHWC", hint)], hint, axis=1)
-
-
-def _reshape(w, layer, value, shape, hint):
-    target = np.asarray([0, *layer.target_shape], dtype=np.int64)
-    x = w.layout(value, "NHWC", hint)
-    return w.node("Reshape", [x, w.const(f"{hint}_shape", target)], hint)
-
-
-def _permute(w, layer, value, shape, hint):
-    x = w.layout(value, "NHWC", hint)
-    return w.node("Transpose", [x], hint, perm=[0, *layer.dims])
-
-
-def _zero_pad(w, layer, value, shape, hint):
-    (top, bottom), (left, right) = layer.padding
-    name, layout = value
-    if layout == "NCHW":
-        pads = [0, 0, top, left, 0, 0, bottom, right]
-    else:
-        pads = [0, top, left, 0, 0, bottom, right, 0]
-    return w.node(
-        "Pad", [name, w.const(f"{hint}_pads", np.asarray(pads, np.int64))], hint
-    )
-
-
-# (layer class, emitter, output layout: "same" keeps the input's, else fixed).
-_EMITTERS = (
-    (Dense, _dense, "NHWC"),
-    (Conv2D, _conv, "NCHW"),
-    (AveragePooling2D, _pool, "NCHW"),
-    (MaxPooling2D, _pool, "NCHW"),
-    (ElementwiseAffineRule, _affine, "same"),
-    (ReLU, _activation("Relu"), "same"),
-    (Sigmoid, _activation("Sigmoid"), "same"),
-    (Tanh, _activation("Tanh"), "same"),
-    (GeLU, _gelu, "same"),
-    (Flatten, _flatten, "NHWC"),
-    (Reshape, _reshape, "NHWC"),
-    (Permute, _permute, "NHWC"),
-    (ZeroPadding2D, _zero_pad, "same"),
-)
-
-
-def _emit(w, layer, value, shape, hint):
-    if isinstance(layer, Permute) and value[1] is not None:
-        # NHWC <-> NCHW permutes only relabel the layout: no node needed.
-        swap = {((2, 3, 1), "NHWC"): "NCHW", ((3, 1, 2), "NCHW"): "NHWC"}
-        relabel = swap.get((tuple(layer.dims), value[1]))
-        if relabel is not None:
-            return value[0], relabel
-    if isinstance(layer, LeakyReLU):
-        alpha = float(layer.negative_slope)
-        return w.node("LeakyRelu", [value[0]], hint, alpha=alpha), value[1]
-    for cls, emitter, layout in _EMITTERS:
-        if isinstance(layer, cls):
-            out = emitter(w, layer, value, shape, hint)
-            return out, value[1] if layout == "same" else layout
-    supported = sorted(
-        {cls.__name__ for cls, _, _ in _EMITTERS} | {"LeakyReLU", "Add", "Dropout"}
-    )
-    raise OnnxExportError(
-        f"Layer {layer.name!r} ({type(layer).__name__}) has no ONNX export rule. "
-        f"Exportable verinet layers: {', '.join(supported)}."
-    )
+    return emitter
 
 
 def build_graph(deployed, opset: int) -> onnx.ModelProto:
@@ -247,20 +89,11 @@ def build_graph(deployed, opset: int) -> onnx.ModelProto:
     values = {0: (INPUT_NAME, "NHWC" if len(graph.input_shape) == 3 else None)}
     shapes = {0: graph.input_shape}
     for i, node in enumerate(graph.nodes[1:], start=1):
-        rule, hint = node.rule, node.name
+        rule = node.rule
         ins = [values[j] for j in node.inputs]
-        shapes[i] = _out_shape(rule, [shapes[j] for j in node.inputs])
-        if isinstance(rule, AddRule):
-            layouts = {layout for _, layout in ins}
-            layout = layouts.pop() if len(layouts) == 1 else "NHWC"
-            names = [w.layout(v, layout, hint) for v in ins]
-            out = names[0]
-            for other in names[1:]:
-                out = w.node("Add", [out, other], hint)
-        elif isinstance(rule, IdentityRule):
-            out, layout = ins[0]
-        else:
-            out, layout = _emit(w, rule, ins[0], shapes[node.inputs[0]], hint)
+        in_shapes = [shapes[j] for j in node.inputs]
+        shapes[i] = _out_shape(rule, in_shapes)
+        out, layout = _emitter(rule)(w, rule, ins, in_shapes, node.name)
         values[i] = (out, layout if len(shapes[i]) == 3 else None)
     out = w.layout(values[graph.output], "NHWC", "output")
     w.nodes.append(
