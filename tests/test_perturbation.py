@@ -246,3 +246,28 @@ def test_certify_takes_one_radius_and_says_where_arrays_go():
     x = rng.uniform(0, 1, (2, 5, 5, 2)).astype("float32")
     with pytest.raises(vn.InvalidInputError, match="compute_bounds"):
         vn.certify(model, x, [0, 1], np.full((5, 5, 2), 0.1), verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["linf", "l2", "feature", "box"])
+def test_exact_points_are_inside_without_tolerance(kind):
+    """Any candidate (far away, NaN) becomes a float32 point that the exact
+    membership test accepts; per-feature radii of 0 keep that feature."""
+    rng = np.random.default_rng(10)
+    x = rng.uniform(0, 1, (32, 3, 4)).astype(np.float32)
+    candidate = x + rng.normal(0, 3.0, x.shape).astype(np.float32)
+    candidate[0, 0, 0] = np.nan
+    eps = rng.uniform(0, 0.1, (3, 4)) * (rng.uniform(size=(3, 4)) < 0.5)
+    ball = {
+        "linf": LinfBall(0.1 / 3, (0.0, 1.0)),  # 0.1/3: not a float32
+        "l2": L2Ball(0.1 / 3, (0.0, 1.0)),
+        "feature": LinfBall(eps, (np.zeros((3, 4)), np.full((3, 4), 0.9))),
+        "box": Box(np.clip(x - 0.1 / 3, 0, 1), np.clip(x + 0.07, 0, 1)),
+    }[kind]
+    if kind == "feature":
+        x = np.minimum(x, 0.9)
+    points, inside = ball.exact_points(candidate, x)
+    assert points.dtype == np.float32 and inside.all()
+    assert ball.contains(points, x).all()
+    if kind == "feature":
+        fixed = np.broadcast_to(eps == 0, x.shape)
+        np.testing.assert_array_equal(points[fixed], x[fixed])

@@ -111,9 +111,61 @@ class Perturbation:
     def _within(self, delta) -> np.ndarray:
         raise NotImplementedError
 
+    def exact_points(self, candidate, x):
+        """Candidate points (e.g. an attack's) moved exactly into the set.
+
+        Args:
+            candidate: ``(n, *shape)`` points; non-finite entries are
+                replaced by the clean input's.
+            x: ``(n, *shape)`` clean inputs (float32).
+
+        Returns:
+            ``(points, inside)``: float32 points and the mask of those that
+            ``contains`` accepts (no tolerance). A point outside the mask
+            could not be repaired and must not be used.
+        """
+        raise NotImplementedError
+
+    def _range64(self, x64):
+        if self.input_range is None:
+            return -np.inf, np.inf
+        return tuple(np.asarray(v, dtype=np.float64) for v in self.input_range)
+
 
 def _rows(array: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+
+
+def f32_inside(p64, lo, hi):
+    """``p64`` rounded to float32 inside ``[lo, hi]`` (float64 bounds).
+
+    Rounding to nearest can land one ulp outside; such a coordinate is moved
+    one ulp inward, which lands inside whenever a float32 lies in
+    ``[lo, hi]`` (the clean input does, so the set is never empty).
+    """
+    p = np.clip(p64, lo, hi).astype(np.float32)
+    p = np.where(p.astype(np.float64) < lo, np.nextafter(p, np.float32(np.inf)), p)
+    return np.where(p.astype(np.float64) > hi, np.nextafter(p, np.float32(-np.inf)), p)
+
+
+def _clip_exactly(perturbation, candidate, x, lo, hi):
+    """Box-shaped sets: clip into ``[lo, hi]`` (float64), then step any
+    coordinate that float64 rounding of the bounds left outside one ulp
+    toward ``x``."""
+    points = f32_inside(candidate, lo, hi)
+    inside = perturbation.contains(points, x)
+    for _ in range(3):
+        if inside.all():
+            break
+        p64 = points.astype(np.float64)
+        out = (p64 < lo) | (p64 > hi)
+        points = np.where(out, np.nextafter(points, x), points)
+        inside = perturbation.contains(points, x)
+    return points, inside
+
+
+def _candidates64(candidate, x):
+    return np.where(np.isfinite(candidate), candidate, x).astype(np.float64)
 
 
 def _like(value, x):
@@ -196,6 +248,24 @@ class LinfBall(Perturbation):
     def _within(self, delta):
         return np.all(np.abs(delta) <= _feature_row(self.epsilon), axis=1)
 
+    def exact_points(self, candidate, x):
+        x64 = np.asarray(x, dtype=np.float64)
+        eps = np.asarray(self.epsilon, dtype=np.float64)
+        low, high = self._range64(x64)
+        lo, hi = np.maximum(x64 - eps, low), np.minimum(x64 + eps, high)
+        # ``x - eps`` rounds in float64: a point on it may lie a hair outside
+        # the ball, which ``contains`` sees; it is then moved one ulp inward.
+        points = f32_inside(_candidates64(candidate, x), lo, hi)
+        inside = self.contains(points, x)
+        for _ in range(3):
+            if inside.all():
+                break
+            p64 = points.astype(np.float64)
+            out = (np.abs(p64 - x64) > eps) | (p64 < low) | (p64 > high)
+            points = np.where(out, np.nextafter(points, x), points)
+            inside = self.contains(points, x)
+        return points, inside
+
 
 class L2Ball(Perturbation):
     """L2 ball, optionally intersected with the box ``input_range``.
@@ -244,6 +314,28 @@ class L2Ball(Perturbation):
 
     def _within(self, delta):
         return np.sqrt(np.sum(delta * delta, axis=1)) <= self.epsilon
+
+    def exact_points(self, candidate, x):
+        # Scale the difference onto the ball, clip to the range, and shrink
+        # further until the float64 norm of the float32 difference fits.
+        x64 = np.asarray(x, dtype=np.float64)
+        low, high = self._range64(x64)
+        eps = self.epsilon
+        delta = _rows(np.clip(_candidates64(candidate, x), low, high) - x64)
+        size = np.sqrt(np.sum(delta * delta, axis=1))
+        scale = np.where(size > eps, eps / np.where(size > 0, size, 1.0), 1.0)
+        points = np.empty_like(x, dtype=np.float32)
+        inside = np.zeros(len(x), dtype=bool)
+        todo = np.arange(len(x))
+        for shrink in (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1.0):
+            step = delta[todo] * (scale[todo] * (1.0 - shrink))[:, None]
+            moved = x64[todo] + step.reshape(x[todo].shape)
+            points[todo] = f32_inside(moved, low, high)
+            inside[todo] = self.contains(points[todo], x[todo])
+            todo = todo[~inside[todo]]
+            if not len(todo):
+                break
+        return points, inside
 
 
 class Box(Perturbation):
@@ -298,6 +390,11 @@ class Box(Perturbation):
 
         coin = torch.rand(x.shape, generator=generator, device="cpu") < 0.5
         return torch.where(coin.to(x.device), self.lower, self.upper)
+
+    def exact_points(self, candidate, x):
+        lo = np.asarray(ops.convert_to_numpy(self.lower), dtype=np.float64)
+        hi = np.asarray(ops.convert_to_numpy(self.upper), dtype=np.float64)
+        return _clip_exactly(self, _candidates64(candidate, x), x, lo, hi)
 
     def contains(self, points, x=None) -> np.ndarray:
         p = _rows(np.asarray(points, dtype=np.float64))

@@ -18,8 +18,9 @@ from verinet.bounds.api import (
     resolve_method,
 )
 from verinet.bounds.graph import bound_model
+from verinet.bounds.perturbation import f32_inside
 from verinet.bounds.precision import ieee_float32
-from verinet.certify.integrity import in_perturbation_set, model_weights_sha256, rows
+from verinet.certify.integrity import model_weights_sha256
 from verinet.certify.report import CertificationReport
 from verinet.errors import InvalidInputError, SoundnessError
 
@@ -53,61 +54,13 @@ def _make_attack(attack, model, epsilon, norm, input_range, options):
     return _ATTACKS[name](model, epsilon, norm=norm, input_range=input_range, **options)
 
 
-def _f32_inside(p64, lo, hi):
-    """``p64`` rounded to float32 inside ``[lo, hi]`` (float64 bounds).
-
-    Rounding to nearest can land one ulp outside; such a coordinate is moved
-    one ulp inward, which lands inside whenever a float32 lies in
-    ``[lo, hi]`` (the clean input does, so the ball is never empty).
-    """
-    p = np.clip(p64, lo, hi).astype(np.float32)
-    p = np.where(p.astype(np.float64) < lo, np.nextafter(p, np.float32(np.inf)), p)
-    return np.where(p.astype(np.float64) > hi, np.nextafter(p, np.float32(-np.inf)), p)
+_f32_inside = f32_inside  # the exact rounding, where certify's tests reach it
 
 
 def _project(candidate, x, perturbation):
-    """Counterexample candidates moved exactly into the perturbation set.
-
-    Returns ``(points, inside)``: float32 points and a mask of those that
-    ``in_perturbation_set`` accepts (no tolerance: float64 of the float32
-    values). L∞: clip to ``[x - eps, x + eps]`` intersected with
-    ``input_range``, then step any coordinate that rounding pushed out one
-    ulp inward. L2: scale the difference onto the ball, clip to the range,
-    and shrink further until the float64 norm of the float32 difference is
-    ``<= eps``.
-    """
-    eps, norm, box = perturbation.epsilon, perturbation.norm, perturbation.input_range
-    x64 = x.astype(np.float64)
-    c64 = np.where(np.isfinite(candidate), candidate, x).astype(np.float64)
-    low, high = box if box is not None else (-np.inf, np.inf)
-    if norm == "linf":
-        points = _f32_inside(
-            c64, np.maximum(x64 - eps, low), np.minimum(x64 + eps, high)
-        )
-        inside = in_perturbation_set(points, x, eps, norm, box)
-        for _ in range(3):  # float64 rounding of x - eps: one more ulp inward
-            if inside.all():
-                break
-            p64 = points.astype(np.float64)
-            out = (np.abs(p64 - x64) > eps) | (p64 < low) | (p64 > high)
-            points = np.where(out, np.nextafter(points, x), points)
-            inside = in_perturbation_set(points, x, eps, norm, box)
-        return points, inside
-    delta = rows(np.clip(c64, low, high) - x64)
-    size = np.sqrt(np.sum(delta * delta, axis=1))
-    scale = np.where(size > eps, eps / np.where(size > 0, size, 1.0), 1.0)
-    points = np.empty_like(x, dtype=np.float32)
-    inside = np.zeros(len(x), dtype=bool)
-    todo = np.arange(len(x))
-    for shrink in (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1.0):
-        step = delta[todo] * (scale[todo] * (1.0 - shrink))[:, None]
-        moved = x64[todo] + step.reshape(x[todo].shape)
-        points[todo] = _f32_inside(moved, low, high)
-        inside[todo] = in_perturbation_set(points[todo], x[todo], eps, norm, box)
-        todo = todo[~inside[todo]]
-        if not len(todo):
-            break
-    return points, inside
+    """Counterexample candidates moved exactly into the perturbation set:
+    ``(float32 points, inside mask)`` (see ``Perturbation.exact_points``)."""
+    return perturbation.exact_points(candidate, x)
 
 
 def certify(
