@@ -627,3 +627,34 @@ def test_ascent_climbs_to_the_best_point_of_the_set():
         ascent(objective, x, x, L2Ball(0.5), 50, 0.01, stop=lambda: len(calls) >= 3)
     )
     assert len(stopped) == 3
+
+
+@pytest.mark.parametrize("attack", [PGD, TargetedPGD, FGSM])
+def test_per_feature_epsilon_moves_only_the_perturbed_features(model, data, attack):
+    """An array epsilon perturbs each pixel within its own radius (0: never)
+    and the per-feature input range; it still breaks the model."""
+    _, (x, y) = data
+    x, y = x[:60], y[:60]
+    eps = np.zeros((8, 8, 1))
+    eps[2:6, 2:6] = 0.5  # the centre of the image only
+    high = np.full((8, 8, 1), 1.0)
+    high[3, 3] = 0.4
+    kwargs = {"steps": 10} if attack is not FGSM else {}
+    x_in = np.minimum(x, high)
+    x_adv = attack(model, eps, input_range=(0.0, high), **kwargs).perturb(x_in, y)
+    delta = np.abs(x_adv.astype(np.float64) - x_in)
+    assert np.all(delta <= eps * (1 + 1e-6) + 1e-7)
+    assert np.all(delta[:, eps == 0] == 0)
+    assert np.all(x_adv <= high + 1e-7) and np.all(x_adv >= 0)
+    pred = keras.ops.convert_to_numpy(model(x_adv)).argmax(1)
+    clean = keras.ops.convert_to_numpy(model(x_in)).argmax(1)
+    assert np.mean(pred != y) > np.mean(clean != y) + 0.1
+
+
+def test_per_feature_epsilon_is_checked(model):
+    with pytest.raises(vn.InvalidInputError, match="broadcast"):
+        PGD(model, np.zeros((3, 3)))
+    with pytest.raises(vn.InvalidInputError, match="linf"):
+        PGD(model, np.full((8, 8, 1), 0.1), norm="l2")
+    with pytest.raises(vn.InvalidInputError, match=">= 0"):
+        PGD(model, np.full((8, 8, 1), -0.1))

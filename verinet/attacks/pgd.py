@@ -17,11 +17,14 @@ from keras import ops
 from verinet._validation import (
     check_choice,
     check_epsilon,
+    check_feature_epsilon,
+    check_feature_range,
     check_input_range,
     check_int,
     check_number,
 )
 from verinet.bounds.perturbation import NORMS
+from verinet.errors import InvalidInputError
 
 
 def _margin_loss(logits, y):
@@ -101,11 +104,35 @@ class BallAttack:
 
     def _threat_model(self, model, epsilon, norm, input_range, seed):
         self.model = model
-        self.epsilon = check_epsilon(epsilon)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.input_range = check_input_range(input_range)
+        per_feature = np.ndim(epsilon) > 0 or (
+            input_range is not None and any(np.ndim(v) > 0 for v in input_range)
+        )
+        if per_feature:
+            self._per_feature_threat_model(model, epsilon, input_range)
+        else:
+            self.epsilon = check_epsilon(epsilon)
+            self.input_range = check_input_range(input_range)
         self.perturbation = NORMS[self.norm](self.epsilon, self.input_range)
         self.seed = check_int(self._option("seed"), seed, minimum=0)
+
+    def _per_feature_threat_model(self, model, epsilon, input_range):
+        """An L-inf epsilon or input range given per feature (arrays
+        broadcastable to the model's input shape)."""
+        shape = (
+            tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+        )
+        if self.norm != "linf" or shape is None or None in shape:
+            raise InvalidInputError(
+                "A per-feature epsilon or input_range (an array) needs norm='linf' "
+                "and a model with a known input shape."
+            )
+        self.epsilon = check_feature_epsilon(epsilon, shape)
+        self.input_range = check_feature_range(input_range, shape)
+
+    def _like(self, value, x):
+        """A number as it is; a per-feature array as a tensor like ``x``."""
+        return value if np.ndim(value) == 0 else torch.as_tensor(value).to(x)
 
     def _option(self, name: str) -> str:
         """``name`` as this attack's errors call it, e.g. ``"PGD steps"``."""
@@ -139,7 +166,7 @@ class BallAttack:
         generator = torch.Generator().manual_seed(self.seed)
         best = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        if self.epsilon == 0:
+        if np.all(self.epsilon == 0):
             return best
         with torch.enable_grad():  # also inside Keras's no-grad evaluation
             return self._search(x, y, generator, best, best_loss)
@@ -159,7 +186,8 @@ class BallAttack:
         """
         if isinstance(x, torch.Tensor):
             return self.perturb_tensor(x, torch.as_tensor(y))
-        check_input_range(self.input_range, np.asarray(x))
+        x_np = np.asarray(x)
+        check_feature_range(self.input_range, x_np.shape[1:], x_np)
         x_t = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
         y_t = ops.convert_to_tensor(np.asarray(y), dtype="int64")
         return ops.convert_to_numpy(self.perturb_tensor(x_t, y_t)).astype(
@@ -243,9 +271,8 @@ class PGD(BallAttack):
 
         for _ in range(self.restarts):
             start = self._start(x, generator)
-            iterates = ascent(
-                objective, start, x, self.perturbation, self.steps, self.step_size
-            )
+            step = self._like(self.step_size, x)
+            iterates = ascent(objective, start, x, self.perturbation, self.steps, step)
             for x_adv, logits in iterates:
                 with torch.no_grad():
                     score = _margin_loss(logits, y)

@@ -167,9 +167,8 @@ class TargetedPGD(BallAttack):
         grad = torch.autograd.grad(value.sum(), x_rows)[0]
         with torch.no_grad():
             x_rows = x_rows.detach()
-            vertex = self._project(
-                x_rows + self.epsilon * self._direction(grad), x_rows
-            )
+            eps = self._like(self.epsilon, x_rows)
+            vertex = self._project(x_rows + eps * self._direction(grad), x_rows)
             if k == m:
                 order = torch.arange(m, device=x.device).expand(n, m)
             else:
@@ -251,6 +250,7 @@ class TargetedPGD(BallAttack):
                         sample, target = sample[alive], target[alive]
                         centre, label = centre[alive], label[alive]
                         x_adv, grad = x_adv[alive], grad[alive]
-                moved = x_adv + self.step_length(step) * self._direction(grad)
+                length = self._like(self.step_length(step), x_adv)
+                moved = x_adv + length * self._direction(grad)
                 x_adv = self._project(moved, centre)
         return best_loss
