@@ -240,12 +240,40 @@ def test_per_feature_arguments_are_checked(kwargs, match):
         vn.compute_bounds(model, x, **kwargs)
 
 
-def test_certify_takes_one_radius_and_says_where_arrays_go():
+def test_certify_with_a_per_feature_epsilon(tmp_path):
+    """certify takes one radius per feature: verified samples hold on the
+    per-feature box, counterexamples lie in it, and the report keeps the
+    arrays through save/load and its own checks."""
     rng = np.random.default_rng(9)
     model = _cnn(rng)
-    x = rng.uniform(0, 1, (2, 5, 5, 2)).astype("float32")
-    with pytest.raises(vn.InvalidInputError, match="compute_bounds"):
-        vn.certify(model, x, [0, 1], np.full((5, 5, 2), 0.1), verbose=0)
+    x = rng.uniform(0, 1, (24, 5, 5, 2)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x)).argmax(1)
+    y[:4] = (y[:4] + 1) % 3  # some misclassified: falsified
+    eps = np.zeros((5, 5, 2))
+    eps[1:4, 1:4] = 0.04
+    report = vn.certify(model, x, y, eps, input_range=(0.0, 1.0), verbose=0)
+    assert report.verified.any() and report.falsified.any()
+    np.testing.assert_array_equal(report.epsilon, eps)
+    report.validate()
+    for i in np.flatnonzero(report.verified):
+        u = rng.uniform(-1, 1, (256, 5, 5, 2))
+        points = np.clip(x[i] + u * eps, 0, 1).astype("float32")
+        pred = keras.ops.convert_to_numpy(model(points)).argmax(1)
+        assert np.all(pred == y[i])
+    attacked = report.falsified & (report.predictions == y)
+    adv = report.adversarial_examples[attacked]
+    assert np.all(np.abs(adv.astype(np.float64) - x[attacked]) <= eps)
+    path = tmp_path / "report.json"
+    report.save(path)
+    loaded = vn.CertificationReport.load(path)
+    np.testing.assert_array_equal(loaded.epsilon, eps)
+    assert "per-feature" in loaded.summary()
+    # A tampered per-feature radius no longer contains the counterexamples.
+    if attacked.any():
+        bad = vn.CertificationReport.load(path)
+        bad.epsilon = eps * 0
+        with pytest.raises(vn.InvalidInputError, match="outside"):
+            bad.validate()
 
 
 @pytest.mark.parametrize("kind", ["linf", "l2", "feature", "box"])

@@ -82,8 +82,8 @@ def check_epsilon(epsilon) -> float:
         value = float(epsilon)
     except (TypeError, ValueError) as exc:
         hint = (
-            " A per-feature epsilon (an array) is accepted by vn.compute_bounds "
-            "and vn.margin_bounds with norm='linf'."
+            " A per-feature epsilon (an array) is accepted by vn.compute_bounds, "
+            "vn.margin_bounds, vn.certify and the attacks with norm='linf'."
             if np.ndim(epsilon) > 0
             else ""
         )

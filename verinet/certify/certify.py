@@ -98,13 +98,16 @@ def certify(
             ``vn.convert`` can map.
         x: inputs ``(n, *input_shape)``.
         y: integer labels ``(n,)``.
-        epsilon: perturbation radius in input units.
+        epsilon: perturbation radius in input units; with ``norm="linf"``
+            also an array broadcastable to the input shape (one radius per
+            feature; the report keeps it).
         method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"`` or a
             method object.
         attack: ``"pgd"``, ``"fgsm"``, an attack object with
             ``perturb(x, y)``, or ``None``.
         norm: ``"linf"`` or ``"l2"``.
-        input_range: optional ``(low, high)`` valid input box.
+        input_range: optional ``(low, high)`` valid input box (with
+            ``norm="linf"`` either side may be a per-feature array).
         batch_size: samples bounded at a time.
         verbose: ``"auto"``, 0 or 1 (a Keras progress bar).
         dtype: ``"float32"`` or ``"float64"`` for the bounds.
@@ -121,7 +124,7 @@ def certify(
     x = check_x(model, x).astype(np.float32, copy=False)
     classes = model.outputs[0].shape[-1]
     y = check_y(y, len(x), classes)
-    perturbation = make_perturbation(epsilon, norm, input_range, x)
+    perturbation = make_perturbation(epsilon, norm, input_range, x, x.shape[1:])
     bound_method = resolve_method(method)
     weights = model_weights_sha256(model)
     origin = getattr(model, "_verinet_onnx_origin", None)

@@ -75,7 +75,7 @@ class CertificationReport:
     adversarial_examples: np.ndarray
     labels: np.ndarray
     predictions: np.ndarray
-    epsilon: float
+    epsilon: float | np.ndarray
     method: str
     norm: str
     input_range: tuple | None = None
@@ -141,9 +141,10 @@ class CertificationReport:
         }
 
     def _settings(self) -> str:
-        text = f"{self.method}, {self.norm} epsilon={self.epsilon:g}"
+        text = f"{self.method}, {self.norm} epsilon={_setting_text(self.epsilon)}"
         if self.input_range is not None:
-            text += f", input_range={tuple(self.input_range)}"
+            low, high = (_setting_text(v) for v in self.input_range)
+            text += f", input_range=({low}, {high})"
         return text + (f", attack={self.attack}" if self.attack else ", no attack")
 
     # -- display -----------------------------------------------------------
@@ -152,7 +153,8 @@ class CertificationReport:
         f = self._figures()
         return (
             f"CertificationReport(method={self.method!r}, norm={self.norm!r}, "
-            f"epsilon={self.epsilon:g}, n={f['samples']}, verified={f['verified']}, "
+            f"epsilon={_setting_text(self.epsilon)}, n={f['samples']}, "
+            f"verified={f['verified']}, "
             f"falsified={f['falsified']}, unknown={f['unknown']})"
         )
 
@@ -379,3 +381,11 @@ class CertificationReport:
             >>> report = vn.CertificationReport.load("report.json")
         """
         return report_files.load(cls, path)
+
+
+def _setting_text(value) -> str:
+    """A number as ``%g``; a per-feature array by its range."""
+    if np.ndim(value) == 0:
+        return f"{float(value):g}"
+    array = np.asarray(value)
+    return f"per-feature [{array.min():g}, {array.max():g}]"

@@ -122,20 +122,43 @@ def _check_settings(report) -> None:
         raise InvalidInputError(message)
 
     eps = report.epsilon
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)):
-        bad(f"epsilon must be a number, got {eps!r}.")
-    if not (math.isfinite(eps) and eps >= 0):
-        bad(f"epsilon must be finite and >= 0, got {eps!r}.")
+    if np.ndim(eps) > 0:
+        array = np.asarray(eps)
+        if not np.issubdtype(array.dtype, np.number) or not (
+            np.all(np.isfinite(array)) and np.all(array >= 0)
+        ):
+            bad("epsilon must be finite and >= 0 for every feature.")
+        if report.norm != "linf":
+            bad(f"a per-feature epsilon is an L-inf box, but norm is {report.norm!r}.")
+    else:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)):
+            bad(f"epsilon must be a number, got {eps!r}.")
+        if not (math.isfinite(eps) and eps >= 0):
+            bad(f"epsilon must be finite and >= 0, got {eps!r}.")
     if report.norm not in NORMS:
         bad(f"norm must be one of {', '.join(map(repr, NORMS))}, got {report.norm!r}.")
     rng = report.input_range
     if rng is not None:
         try:
-            low, high = (float(v) for v in rng)
+            low, high = (np.asarray(v, dtype=np.float64) for v in rng)
         except (TypeError, ValueError):
             bad(f"input_range must be null or [low, high], got {rng!r}.")
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            bad(f"input_range needs finite low <= high, got {rng!r}.")
+        if not (
+            np.all(np.isfinite(low))
+            and np.all(np.isfinite(high))
+            and np.all(low <= high)
+        ):
+            bad("input_range needs finite low <= high (for every feature).")
+    shape = report.adversarial_examples.shape[1:]
+    for name, value in (
+        ("epsilon", eps),
+        *zip(("input_range low", "input_range high"), rng or (), strict=False),
+    ):
+        if np.ndim(value) > 0 and np.shape(value) != shape:
+            bad(
+                f"a per-feature {name} has shape {np.shape(value)}, not the "
+                f"input shape {shape}."
+            )
     if not isinstance(report.method, str) or not report.method:
         bad(f"method must be a non-empty string, got {report.method!r}.")
     if report.attack is not None and not isinstance(report.attack, str):

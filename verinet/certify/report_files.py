@@ -143,11 +143,11 @@ def save(report: CertificationReport, path: str | os.PathLike) -> None:
 
 def _scalars(report) -> dict:
     return {
-        "epsilon": float(report.epsilon),
+        "epsilon": _setting_json(report.epsilon),
         "norm": report.norm,
         "input_range": None
         if report.input_range is None
-        else [float(v) for v in report.input_range],
+        else [_setting_json(v) for v in report.input_range],
         "method": report.method,
         "dtype": report.dtype,
         "attack": report.attack,
@@ -302,10 +302,12 @@ def _parse(cls, data, arrays, where: str) -> CertificationReport:
         report = cls(
             **fields,
             inputs=None if inputs is None else _array("inputs", inputs),
-            epsilon=_number("epsilon", data["epsilon"]),
+            epsilon=_setting("epsilon", data["epsilon"]),
             method=_text("method", data["method"]),
             norm=_text("norm", data["norm"]),
-            input_range=None if input_range is None else tuple(input_range),
+            input_range=None
+            if input_range is None
+            else tuple(_setting("input_range", v) for v in input_range),
             attack=data["attack"],
             seconds=_number("seconds", data["seconds"]),
             extra=data.get("extra", {}),
@@ -378,6 +380,23 @@ def _array(name: str, value) -> np.ndarray:
     if name not in VERDICTS + INTEGERS and array.dtype.kind != "f":
         raise ValueError(f"{name} must hold floats, got {array.dtype}")
     return array
+
+
+def _setting_json(value):
+    """A number, or a per-feature array as nested lists."""
+    if np.ndim(value) == 0:
+        return float(value)
+    return np.asarray(value, dtype=np.float64).tolist()
+
+
+def _setting(name: str, value):
+    """A number, or nested lists of numbers (a per-feature array)."""
+    if isinstance(value, list):
+        array = np.asarray(value, dtype=np.float64)
+        if array.dtype == object or array.ndim == 0:
+            raise ValueError(f"{name} must be a number or an array of numbers")
+        return array
+    return _number(name, value)
 
 
 def _number(name: str, value) -> float:

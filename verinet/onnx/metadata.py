@@ -15,6 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from verinet.certify.integrity import little_endian_bytes
+from verinet.certify.report_files import _setting_json
 
 
 def weights_sha256(model_proto: onnx.ModelProto) -> str:
@@ -74,10 +75,12 @@ def build_metadata(
     if report is not None:
         meta.update(
             {
-                "verinet.epsilon": repr(float(report.epsilon)),
+                "verinet.epsilon": json.dumps(_setting_json(report.epsilon)),
                 "verinet.norm": report.norm,
                 "verinet.input_range": json.dumps(
-                    None if report.input_range is None else list(report.input_range)
+                    None
+                    if report.input_range is None
+                    else [_setting_json(v) for v in report.input_range]
                 ),
                 "verinet.method": report.method,
                 "verinet.dtype": str(report.dtype),
