@@ -258,3 +258,62 @@ def test_context_perturbation_is_the_steps_threat_model():
     ball = context.perturbation
     assert isinstance(ball, vn.bounds.L2Ball)
     assert ball.epsilon == 0.3 and ball.input_range == (0.0, 1.0)
+
+
+def test_context_radius_per_feature():
+    profile = np.array([[1.0, 0.5], [0.0, 0.25]])
+    context = Context(
+        None, 0.2, 0.0, "linf", (0.0, 1.0), None, True, epsilon_profile=profile
+    )
+    np.testing.assert_allclose(context.radius, 0.2 * profile)
+    x = keras.ops.convert_to_tensor(np.full((1, 2, 2), 0.5, dtype="float32"))
+    low, high = (keras.ops.convert_to_numpy(b) for b in context.perturbation.box(x))
+    np.testing.assert_allclose(high - 0.5, 0.2 * profile[None], atol=1e-7)
+    np.testing.assert_allclose(0.5 - low, 0.2 * profile[None], atol=1e-7)
+
+
+@pytest.mark.parametrize("robust", ["ibp", "pgd"])
+def test_training_with_a_per_feature_epsilon(
+    robust, digits_small, tmp_path, monkeypatch
+):
+    """compile(epsilon=array): the schedule ramps the largest radius, each
+    pixel keeps its share; features with radius 0 are never perturbed, so
+    a model certified on the border pixels only is verified more often."""
+    x, y = digits_small
+    keras.utils.set_random_seed(0)
+    model = vn.Sequential(
+        [
+            layers.Input((8, 8, 1)),
+            layers.Flatten(),
+            layers.Dense(16),
+            layers.ReLU(),
+            layers.Dense(10),
+        ]
+    )
+    eps = np.zeros((8, 8, 1))
+    eps[2:6, 2:6] = 0.1
+    options = {"steps": 2} if robust == "pgd" else {}
+    model.compile("adam", robust=robust, epsilon=eps, input_range=(0, 1), **options)
+    np.testing.assert_allclose(model._robust.epsilon_profile, eps / 0.1)
+    assert "per-feature" in model.robust_summary()
+    seen = []
+    kind = type(model._robust.objective)
+    compute = kind.compute
+
+    def spy(self, context, *args):
+        seen.append((context.epsilon, np.array(context.radius)))
+        return compute(self, context, *args)
+
+    monkeypatch.setattr(kind, "compute", spy)
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    # The objective saw each pixel's share of the scheduled radius.
+    epsilon, radius = seen[-1]
+    assert epsilon > 0
+    np.testing.assert_allclose(radius, epsilon * eps / 0.1)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded._robust.epsilon_profile, eps / 0.1)
+    with pytest.raises(vn.InvalidInputError, match="L-inf"):
+        model.compile("adam", robust=robust, epsilon=eps, norm="l2", **options)

@@ -15,10 +15,15 @@ import warnings
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 from keras import ops
 
 from verinet import objectives
-from verinet._validation import check_choice, check_input_range
+from verinet._validation import (
+    check_choice,
+    check_feature_epsilon,
+    check_input_range,
+)
 from verinet.errors import InvalidInputError
 from verinet.models.data_checks import DataChecks, is_sparse_loss
 from verinet.objectives.base import Context, serialize_value
@@ -48,6 +53,7 @@ class RobustState:
     trackers: dict = field(default_factory=dict)
     position: float = 0.0
     graph: object = None
+    epsilon_profile: object = None  # per-feature radii / their max, or None
 
     @property
     def epoch(self) -> float:
@@ -172,7 +178,10 @@ class RobustTrainingMixin:
                 ``vn.schedules`` schedule that never goes below 0. For
                 ``"ibp"``/``"crown-ibp"`` a number ramps linearly from 0 over
                 the first half of the first ``fit``'s epochs unless
-                ``epsilon_schedule`` says otherwise.
+                ``epsilon_schedule`` says otherwise. With ``norm="linf"`` also
+                an array broadcastable to the input shape (one radius per
+                feature): the schedule ramps its largest value and each
+                feature keeps its share.
             norm: ``"linf"`` or ``"l2"``.
             input_range: valid input box ``(low, high)``, e.g. ``(0, 1)``;
                 ``fit`` and ``evaluate`` refuse data outside it.
@@ -213,6 +222,9 @@ class RobustTrainingMixin:
         keras_kwargs = {k: v for k, v in kwargs.items() if k in keras_keys}
         options = {k: v for k, v in kwargs.items() if k not in keras_keys}
         objective = objectives.get(robust, **options)
+        profile = None
+        if not isinstance(epsilon, Schedule) and np.ndim(epsilon) > 0:
+            epsilon, profile = self._per_feature_epsilon(epsilon, norm)
         if epsilon_schedule is not None and not isinstance(epsilon_schedule, Schedule):
             raise _config_error(
                 "epsilon_schedule must be a vn.schedules schedule, got "
@@ -230,6 +242,7 @@ class RobustTrainingMixin:
             checks=DataChecks(
                 input_range, labels=objective.integer_labels or is_sparse_loss(loss)
             ),
+            epsilon_profile=profile,
         )
         if objective.requires_bounds and self.built:
             from verinet.bounds.graph import BoundGraph
@@ -266,6 +279,23 @@ class RobustTrainingMixin:
             else list(state.input_range),
         }
 
+    def _per_feature_epsilon(self, epsilon, norm):
+        """``(max radius, radii / max)`` of a per-feature L-inf epsilon: the
+        schedule ramps the max, every feature keeps its share of it."""
+        if norm != "linf":
+            raise _config_error(
+                "A per-feature epsilon (an array) is an L-inf box; norm='l2' takes "
+                "one number."
+            )
+        if not self.built or not getattr(self, "inputs", None):
+            raise _config_error(
+                "A per-feature epsilon needs the model's input shape: give the "
+                "model an Input layer before compile."
+            )
+        radii = check_feature_epsilon(epsilon, tuple(self.inputs[0].shape[1:]))
+        top = float(radii.max()) if radii.size else 0.0
+        return top, (radii / top if top > 0 else None)
+
     @property
     def robust(self):
         """The compiled robust objective (``None`` before ``compile``)."""
@@ -296,7 +326,8 @@ class RobustTrainingMixin:
             f"{now:g} at position {state.position:g} epochs"
             + ("" if ramp_set else "; ramp length set by the first fit")
             + ")",
-            f"Norm: {state.norm}",
+            f"Norm: {state.norm}"
+            + ("" if state.epsilon_profile is None else " (per-feature epsilon)"),
             f"Input range: {state.input_range}",
         ]
         return "\n".join(lines)
@@ -318,6 +349,8 @@ class RobustTrainingMixin:
                 "epsilon": serialize_value(state.epsilon),
                 "position": state.position,
             }
+            if state.epsilon_profile is not None:
+                config["robust"]["epsilon_profile"] = state.epsilon_profile.tolist()
         return config
 
     def compile_from_config(self, config):
@@ -334,6 +367,9 @@ class RobustTrainingMixin:
         self.compile(**config)
         if robust is not None:
             self._robust.position = float(robust.get("position", 0.0))
+            profile = robust.get("epsilon_profile")
+            if profile is not None:
+                self._robust.epsilon_profile = np.asarray(profile, dtype=np.float64)
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
@@ -500,6 +536,7 @@ class RobustTrainingMixin:
             graph=state.graph,
             sample_weight=sample_weight,
             epsilon_target=state.epsilon_target,
+            epsilon_profile=state.epsilon_profile,
         )
         x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
         if state.objective.integer_labels and len(y.shape) == 2 and y.shape[-1] == 1:

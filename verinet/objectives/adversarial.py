@@ -15,7 +15,7 @@ from verinet.objectives.base import Objective, accuracy
 def _attack(context, steps, step_size, restarts, loss):
     return PGDAttack(
         context.model,
-        context.epsilon,
+        context.radius,
         steps=steps,
         step_size=step_size,
         restarts=restarts,

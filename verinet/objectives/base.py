@@ -28,6 +28,9 @@ class Context:
         sample_weight: the batch's sample weights, or ``None``.
         epsilon_target: the radius the schedule ends at (``None``: the
             current ``epsilon`` is the target).
+        epsilon_profile: ``None``, or for a per-feature epsilon each
+            feature's radius divided by the largest (``radius`` is then
+            ``epsilon * epsilon_profile``).
     """
 
     model: Any
@@ -40,14 +43,23 @@ class Context:
     graph: Any = None
     sample_weight: Any = None
     epsilon_target: float | None = None
+    epsilon_profile: Any = None
+
+    @property
+    def radius(self):
+        """This step's radius: ``epsilon``, or per feature ``epsilon *
+        epsilon_profile`` (an array of the input shape)."""
+        if self.epsilon_profile is None:
+            return self.epsilon
+        return self.epsilon * self.epsilon_profile
 
     @property
     def perturbation(self):
-        """The threat model of this step: ``norm``'s ball of radius
-        ``epsilon`` clipped to ``input_range`` (a ``vn.bounds`` perturbation)."""
+        """The threat model of this step: ``norm``'s ball of ``radius``
+        clipped to ``input_range`` (a ``vn.bounds`` perturbation)."""
         from verinet.bounds.perturbation import NORMS
 
-        return NORMS[self.norm](self.epsilon, self.input_range)
+        return NORMS[self.norm](self.radius, self.input_range)
 
     @property
     def ramp_progress(self) -> float:
