@@ -317,3 +317,24 @@ def test_training_with_a_per_feature_epsilon(
     np.testing.assert_allclose(loaded._robust.epsilon_profile, eps / 0.1)
     with pytest.raises(vn.InvalidInputError, match="L-inf"):
         model.compile("adam", robust=robust, epsilon=eps, norm="l2", **options)
+
+
+def test_training_with_a_per_feature_input_range(digits_small, tmp_path):
+    """compile(input_range=(low, high arrays)): fit refuses data outside it
+    (naming how many samples), the objectives clip to it, and it is saved."""
+    x, y = digits_small
+    model = vn.Sequential([layers.Input((8, 8, 1)), layers.Flatten(), layers.Dense(10)])
+    high = np.ones((8, 8, 1))
+    high[0, 0] = 0.5
+    model.compile("adam", robust="ibp", epsilon=0.05, input_range=(0.0, high))
+    inside = np.minimum(x, high).astype("float32")
+    model.fit(inside, y, epochs=1, batch_size=64, verbose=0)
+    outside = inside.copy()
+    outside[:3, 0, 0] = 0.9
+    with pytest.raises(vn.InvalidInputError, match="3 of 256 samples"):
+        model.fit(outside, y, epochs=1, batch_size=64, verbose=0)
+    assert "per feature" in model.robust_summary()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded._robust.input_range[1], high)

@@ -324,7 +324,19 @@ def check_training_data(
                 "into NaN; drop or repair those samples first."
             )
         raise InvalidInputError(f"{prefix}{exc}{hint}") from None
-    if input_range is not None:
+    if input_range is not None and any(np.ndim(v) > 0 for v in input_range):
+        low, high = input_range
+        outside = np.any(
+            (array < low) | (array > high), axis=tuple(range(1, array.ndim))
+        )
+        if outside.any():
+            raise InvalidInputError(
+                f"{prefix}{int(outside.sum())} of {len(array)} samples lie outside "
+                f"compile's per-feature input_range (first at index "
+                f"{int(np.flatnonzero(outside)[0])}): bounds and attacks clip to "
+                "that box. Scale the data or widen the range."
+            )
+    elif input_range is not None:
         low, high = input_range
         x_low, x_high = array.min(), array.max()
         if x_low < low or x_high > high:

@@ -315,7 +315,13 @@ class DataChecks:
             flags.append(ops.logical_not(ops.all(ops.isfinite(x))))
         if not bad and self.input_range is not None:
             low, high = self.input_range
-            flags += [ops.min(x) < low, ops.max(x) > high]
+            if np.ndim(low) == 0 and np.ndim(high) == 0:
+                flags += [ops.min(x) < low, ops.max(x) > high]
+            else:  # per feature
+                low, high = (
+                    ops.convert_to_tensor(v, dtype=x.dtype) for v in (low, high)
+                )
+                flags += [ops.any(x < low), ops.any(x > high)]
         if not bad and _is_single_array(y) and self._checks_labels(model):
             y = ops.convert_to_tensor(y)
             classes = _classes(model)

@@ -22,6 +22,7 @@ from verinet import objectives
 from verinet._validation import (
     check_choice,
     check_feature_epsilon,
+    check_feature_range,
     check_input_range,
 )
 from verinet.errors import InvalidInputError
@@ -184,7 +185,8 @@ class RobustTrainingMixin:
                 feature keeps its share.
             norm: ``"linf"`` or ``"l2"``.
             input_range: valid input box ``(low, high)``, e.g. ``(0, 1)``;
-                ``fit`` and ``evaluate`` refuse data outside it.
+                ``fit`` and ``evaluate`` refuse data outside it. Either side
+                may be an array broadcastable to the input shape.
             epsilon_schedule: a schedule whose unset ``end`` is ``epsilon``.
             **kwargs: options for a named objective (e.g. ``beta=6.0``,
                 ``steps=10``), then Keras's own compile arguments.
@@ -232,7 +234,7 @@ class RobustTrainingMixin:
             )
         schedule, target = _epsilon_schedule(epsilon, epsilon_schedule, objective)
         norm = check_choice("norm", norm, ("linf", "l2"))
-        input_range = check_input_range(input_range)
+        input_range = self._checked_input_range(input_range)
         state = RobustState(
             objective=objective,
             epsilon=schedule,
@@ -276,7 +278,7 @@ class RobustTrainingMixin:
             "norm": state.norm,
             "input_range": None
             if state.input_range is None
-            else list(state.input_range),
+            else [np.asarray(v).tolist() for v in state.input_range],
         }
 
     def _per_feature_epsilon(self, epsilon, norm):
@@ -295,6 +297,17 @@ class RobustTrainingMixin:
         radii = check_feature_epsilon(epsilon, tuple(self.inputs[0].shape[1:]))
         top = float(radii.max()) if radii.size else 0.0
         return top, (radii / top if top > 0 else None)
+
+    def _checked_input_range(self, input_range):
+        """compile's ``(low, high)``: numbers, or arrays of the input shape."""
+        if input_range is None or all(np.ndim(v) == 0 for v in input_range):
+            return check_input_range(input_range)
+        if not self.built or not getattr(self, "inputs", None):
+            raise _config_error(
+                "A per-feature input_range needs the model's input shape: give "
+                "the model an Input layer before compile."
+            )
+        return check_feature_range(input_range, tuple(self.inputs[0].shape[1:]))
 
     @property
     def robust(self):
@@ -328,7 +341,13 @@ class RobustTrainingMixin:
             + ")",
             f"Norm: {state.norm}"
             + ("" if state.epsilon_profile is None else " (per-feature epsilon)"),
-            f"Input range: {state.input_range}",
+            "Input range: "
+            + (
+                "per feature"
+                if state.input_range is not None
+                and any(np.ndim(v) > 0 for v in state.input_range)
+                else f"{state.input_range}"
+            ),
         ]
         return "\n".join(lines)
 
