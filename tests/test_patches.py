@@ -344,3 +344,35 @@ def test_memory_budget_follows_the_environment_and_the_context(monkeypatch):
         vn.bounds.memory_budget()
     monkeypatch.delenv("VERINET_BOUND_MEMORY_MB")
     assert vn.bounds.memory_budget() > 0
+
+
+@pytest.mark.parametrize("param_shape", [None, (1, 1, 3), (6, 6, 3), (6, 1, 3)])
+def test_patches_equal_dense_through_elementwise_affine(param_shape):
+    """Per-channel and per-position scales and shifts (what ONNX Mul/Add by
+    a constant import as) between convolutions: the patches rows gather the
+    parameters at each window and agree with dense rows; both are sound."""
+    rng = np.random.default_rng(11)
+    affine = layers.ElementwiseAffine(param_shape)
+    model = keras.Sequential(
+        [
+            layers.Input((6, 6, 2)),
+            layers.Conv2D(3, 3, padding="same"),
+            affine,
+            layers.ReLU(),
+            layers.Conv2D(4, 3, strides=2, padding="same"),
+            layers.ReLU(),
+            layers.Flatten(),
+            layers.Dense(3),
+        ]
+    )
+    model = randomize_weights(model, rng)
+    shape = affine.scale.shape
+    affine.set_weights(
+        [
+            rng.uniform(-2, 2, shape).astype("float32"),
+            rng.normal(0, 1, shape).astype("float32"),
+        ]
+    )
+    x = random_inputs((6, 6, 2), 5, rng, (0.0, 1.0))
+    _assert_same_bounds(model, x, 0.05, (0.0, 1.0))
+    check_soundness(model, x, 0.05, "linf", (0.0, 1.0), methods=("crown",))
