@@ -299,3 +299,38 @@ def test_exact_points_are_inside_without_tolerance(kind):
     if kind == "feature":
         fixed = np.broadcast_to(eps == 0, x.shape)
         np.testing.assert_array_equal(points[fixed], x[fixed])
+
+
+def test_every_entry_point_takes_a_ball():
+    """A LinfBall/L2Ball in place of epsilon carries norm and input range."""
+    rng = np.random.default_rng(12)
+    model = _cnn(rng)
+    x = rng.uniform(0, 1, (4, 5, 5, 2)).astype("float32")
+    y = np.array([0, 1, 2, 0])
+    for ball, norm, eps in (
+        (LinfBall(0.05, (0.0, 1.0)), "linf", 0.05),
+        (L2Ball(0.3, (0.0, 1.0)), "l2", 0.3),
+    ):
+        got = vn.compute_bounds(model, x, ball)
+        want = vn.compute_bounds(model, x, eps, norm=norm, input_range=(0.0, 1.0))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(
+            vn.margin_bounds(model, x, y, ball),
+            vn.margin_bounds(model, x, y, eps, norm=norm, input_range=(0.0, 1.0)),
+        )
+        report = vn.certify(model, x, y, ball, verbose=0)
+        assert report.norm == norm and report.input_range == (0.0, 1.0)
+        attack = vn.attacks.PGD(model, ball)
+        assert attack.norm == norm and attack.epsilon == eps
+    trained = vn.Sequential(
+        [layers.Input((5, 5, 2)), layers.Flatten(), layers.Dense(3)]
+    )
+    trained.compile("adam", robust="ibp", epsilon=L2Ball(0.2, (0.0, 1.0)))
+    assert trained._robust.norm == "l2" and trained._robust.input_range == (0.0, 1.0)
+    with pytest.raises(vn.InvalidInputError, match="Box"):
+        vn.compute_bounds(model, x, Box(x, x + 0.1))
+    with pytest.raises(vn.InvalidInputError, match="carries its own"):
+        vn.compute_bounds(model, x, LinfBall(0.1), input_range=(0.0, 1.0))
+    vn.attacks.PGD(model, L2Ball(0.1), norm="l2")  # the same norm is fine
+    with pytest.raises(vn.InvalidInputError, match="carries its own"):
+        vn.attacks.PGD(model, LinfBall(0.1), norm="l2")

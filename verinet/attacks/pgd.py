@@ -23,7 +23,7 @@ from verinet._validation import (
     check_int,
     check_number,
 )
-from verinet.bounds.perturbation import NORMS
+from verinet.bounds.perturbation import NORMS, unpack_ball
 from verinet.errors import InvalidInputError
 
 
@@ -104,6 +104,7 @@ class BallAttack:
 
     def _threat_model(self, model, epsilon, norm, input_range, seed):
         self.model = model
+        epsilon, norm, input_range = unpack_ball(epsilon, norm, input_range)
         self.norm = check_choice("norm", norm, ("linf", "l2"))
         per_feature = np.ndim(epsilon) > 0 or (
             input_range is not None and any(np.ndim(v) > 0 for v in input_range)

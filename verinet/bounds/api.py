@@ -20,7 +20,7 @@ from verinet.bounds.graph import BoundGraph, bound_model
 from verinet.bounds.memory import memory_budget, no_grad
 from verinet.bounds.methods import METHODS as _BASE_METHODS
 from verinet.bounds.methods import BoundMethod, interval_pass
-from verinet.bounds.perturbation import NORMS, LinfBall
+from verinet.bounds.perturbation import NORMS, LinfBall, unpack_ball
 from verinet.bounds.precision import float64_promotion, ieee_float32
 from verinet.errors import InvalidInputError
 
@@ -41,7 +41,10 @@ def make_perturbation(epsilon, norm="linf", input_range=None, x=None, shape=None
     With ``shape`` (the model's input shape) an L-inf ``epsilon`` and the
     two sides of ``input_range`` may also be arrays broadcastable to it: one
     value per feature (a radius of 0 leaves that feature unperturbed).
+    ``epsilon`` may also be a ball (``LinfBall``/``L2Ball``), which carries
+    its own norm and input range.
     """
+    epsilon, norm, input_range = unpack_ball(epsilon, norm, input_range)
     norm = check_choice("norm", norm, tuple(NORMS))
     if shape is None or norm != "linf":
         if shape is not None and (
@@ -137,7 +140,8 @@ def compute_bounds(
         x: inputs ``(batch, *input_shape)``.
         epsilon: radius of the ball, in input units; with ``norm="linf"``
             also an array broadcastable to the input shape (one radius per
-            feature; 0 keeps a feature fixed).
+            feature; 0 keeps a feature fixed); or a ``vn.bounds.LinfBall`` /
+            ``L2Ball``, which carries its own norm and input range.
         method: ``"crown"`` (the default, as in ``certify`` and
             ``model.bounds``), ``"ibp"``, ``"crown-ibp"``, ``"alpha-crown"`` or
             a bound method object (e.g. ``vn.bounds.AlphaCROWN(iterations=50)``).

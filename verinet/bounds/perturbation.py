@@ -406,3 +406,37 @@ class Box(Perturbation):
 
 
 NORMS = {"linf": LinfBall, "l2": L2Ball}
+
+
+def unpack_ball(epsilon, norm="linf", input_range=None):
+    """``(epsilon, norm, input_range)``: as given, or read off a ball.
+
+    Every public entry point takes the threat model either as the three
+    arguments or as one ``LinfBall``/``L2Ball`` in place of ``epsilon``
+    (with ``norm`` and ``input_range`` left at their defaults).
+
+    Raises:
+        InvalidInputError: for a ``Box`` (its bounds belong to particular
+            samples) or a ball given together with a different ``norm`` or
+            an ``input_range``.
+
+    Example:
+        >>> unpack_ball(LinfBall(0.1, (0.0, 1.0)))
+        (0.1, 'linf', (0.0, 1.0))
+    """
+    if not isinstance(epsilon, Perturbation):
+        return epsilon, norm, input_range
+    from verinet.errors import InvalidInputError
+
+    if isinstance(epsilon, Box):
+        raise InvalidInputError(
+            "A Box holds the bounds of particular samples; give an LinfBall "
+            "(a per-feature epsilon is an array radius) or the bounds directly "
+            "to method.bounds."
+        )
+    if input_range is not None or norm not in ("linf", epsilon.norm):
+        raise InvalidInputError(
+            f"epsilon is a {type(epsilon).__name__}, which carries its own norm "
+            "and input_range; do not pass them as well."
+        )
+    return epsilon.epsilon, epsilon.norm, epsilon.input_range

@@ -100,7 +100,8 @@ def certify(
         y: integer labels ``(n,)``.
         epsilon: perturbation radius in input units; with ``norm="linf"``
             also an array broadcastable to the input shape (one radius per
-            feature; the report keeps it).
+            feature; the report keeps it); or a ``vn.bounds.LinfBall`` /
+            ``L2Ball`` carrying its own norm and input range.
         method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"`` or a
             method object.
         attack: ``"pgd"``, ``"fgsm"``, an attack object with

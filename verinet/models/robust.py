@@ -25,6 +25,7 @@ from verinet._validation import (
     check_feature_range,
     check_input_range,
 )
+from verinet.bounds.perturbation import unpack_ball
 from verinet.errors import InvalidInputError
 from verinet.models.data_checks import DataChecks, is_sparse_loss
 from verinet.objectives.base import Context, serialize_value
@@ -224,6 +225,7 @@ class RobustTrainingMixin:
         keras_kwargs = {k: v for k, v in kwargs.items() if k in keras_keys}
         options = {k: v for k, v in kwargs.items() if k not in keras_keys}
         objective = objectives.get(robust, **options)
+        epsilon, norm, input_range = unpack_ball(epsilon, norm, input_range)
         profile = None
         if not isinstance(epsilon, Schedule) and np.ndim(epsilon) > 0:
             epsilon, profile = self._per_feature_epsilon(epsilon, norm)
