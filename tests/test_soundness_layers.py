@@ -226,6 +226,28 @@ CASES["conv_rect_kernel"] = conv_case((3, 2), (2, 1), "same")
 # Symmetric 'same' pads that differ between H and W: (1, 1) and (2, 2) on the
 # (9, 8) input, the torch fast path's padding argument.
 CASES["conv_rect_3x5_s21_same"] = conv_case((3, 5), (2, 1), "same")
+# Two rectangular convolutions: the patches rows of the second cross the
+# first, with different window offsets along H and W.
+CASES["conv_rect_two"] = lambda: seq(
+    (8, 7, 2),
+    layers.Conv2D(3, (3, 5), padding="same"),
+    layers.ReLU(),
+    layers.Conv2D(2, (5, 3), strides=(2, 1), padding="same"),
+    layers.ReLU(),
+    layers.Flatten(),
+    layers.Dense(3),
+)
+# Convolutions without bias, on both back-substitution forms (dense rows from
+# the Dense, patches rows for the hidden bounds).
+CASES["conv_no_bias"] = lambda: seq(
+    (6, 6, 2),
+    layers.Conv2D(3, 3, padding="same", use_bias=False),
+    layers.ReLU(),
+    layers.Conv2D(2, 3, strides=2, use_bias=False),
+    layers.ReLU(),
+    layers.Flatten(),
+    layers.Dense(3),
+)
 
 # --- Pooling: strides != pool size, 'same' padding ---------------------------
 POOLS = [
