@@ -334,3 +334,23 @@ def test_every_entry_point_takes_a_ball():
     vn.attacks.PGD(model, L2Ball(0.1), norm="l2")  # the same norm is fine
     with pytest.raises(vn.InvalidInputError, match="carries its own"):
         vn.attacks.PGD(model, LinfBall(0.1), norm="l2")
+
+
+@pytest.mark.parametrize("per_feature", [False, True])
+def test_the_float32_box_holds_every_point_of_the_exact_set(per_feature):
+    """The bound engine's box must contain the extreme float32 points that
+    ``contains`` (float64, no tolerance) accepts: rounding ``x - eps`` to
+    nearest can put the edge inside the set, so it is rounded outward."""
+    rng = np.random.default_rng(13)
+    x = rng.uniform(0, 1, (2000, 8)).astype(np.float32)
+    eps = rng.uniform(0.001, 0.1, (8,)) if per_feature else 0.03
+    ball = LinfBall(eps)
+    lower, upper = (t.numpy() for t in ball.box(torch.from_numpy(x)))
+    assert lower.dtype == np.float32
+    low_pts, inside_low = ball.exact_points(x - 1.0, x)
+    high_pts, inside_high = ball.exact_points(x + 1.0, x)
+    assert inside_low.all() and inside_high.all()
+    assert np.all(low_pts >= lower) and np.all(high_pts <= upper)
+    # Outward by at most one float32 step.
+    assert np.all(np.nextafter(lower, np.float32(np.inf)) >= low_pts)
+    assert np.all(np.nextafter(upper, np.float32(-np.inf)) <= high_pts)

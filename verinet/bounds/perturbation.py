@@ -20,6 +20,7 @@ takes numpy arrays.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -39,9 +40,17 @@ class Perturbation:
         self.input_range = input_range
 
     def box(self, x):
-        """Return the elementwise ``(lower, upper)`` enclosing the set."""
-        eps = _like(self.epsilon, x)
-        lower, upper = x - eps, x + eps
+        """Return the elementwise ``(lower, upper)`` enclosing the set.
+
+        In a dtype narrower than float64 the edges ``x -/+ epsilon`` are
+        rounded outward: each float edge lies at or beyond the float64 one,
+        so every point that ``contains`` accepts lies in the box.
+        """
+        if keras.backend.standardize_dtype(x.dtype) == "float64":
+            eps = _like(self.epsilon, x)
+            lower, upper = x - eps, x + eps
+        else:
+            lower, upper = _outward_box(x, self.epsilon)
         if self.input_range is not None:
             low, high = (_like(v, x) for v in self.input_range)
             lower, upper = ops.maximum(lower, low), ops.minimum(upper, high)
@@ -166,6 +175,33 @@ def _clip_exactly(perturbation, candidate, x, lo, hi):
 
 def _candidates64(candidate, x):
     return np.where(np.isfinite(candidate), candidate, x).astype(np.float64)
+
+
+def _outward_box(x, epsilon):
+    """``x -/+ epsilon`` in ``x``'s dtype, rounded outward: computed in
+    float64, rounded to nearest, then stepped one ulp outward wherever that
+    landed inside the float64 edge (the set ``contains`` tests)."""
+    import torch
+
+    x64 = x.to(torch.float64)
+    eps64 = (
+        epsilon
+        if np.ndim(epsilon) == 0
+        else torch.as_tensor(epsilon, dtype=torch.float64, device=x.device)
+    )
+    lo64, hi64 = x64 - eps64, x64 + eps64
+    lower, upper = lo64.to(x.dtype), hi64.to(x.dtype)
+    lower = torch.where(
+        lower.to(torch.float64) > lo64,
+        torch.nextafter(lower, torch.full_like(lower, -np.inf)),
+        lower,
+    )
+    upper = torch.where(
+        upper.to(torch.float64) < hi64,
+        torch.nextafter(upper, torch.full_like(upper, np.inf)),
+        upper,
+    )
+    return lower, upper
 
 
 def _like(value, x):
