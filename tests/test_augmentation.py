@@ -338,3 +338,34 @@ def test_training_with_a_per_feature_input_range(digits_small, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(loaded._robust.input_range[1], high)
+
+
+def test_per_feature_range_checks_integer_batches_exactly():
+    """uint8 batches are compared with a per-feature range in float64: a
+    pixel at 0 below a low of 0.5 is refused (not truncated to 0 <= 0)."""
+    x = np.random.default_rng(5).integers(1, 256, (16, 4)).astype("uint8")
+    x[:, 0] = 0
+    y = np.arange(16) % 3
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[i * 8 : (i + 1) * 8], y[i * 8 : (i + 1) * 8]
+
+    inp = keras.Input((4,))
+    model = vn.Model(inp, layers.Dense(3)(layers.Rescaling(1 / 255)(inp)))
+    low = np.array([0.5, 0.0, 0.0, 0.0])
+    model.compile("adam", input_range=(low, np.full(4, 255.0)))
+    with pytest.raises(vn.InvalidInputError, match="per-feature input_range"):
+        model.fit(Batches(), epochs=1, verbose=0)
+
+
+def test_old_activation_table_still_reads_with_a_warning():
+    from verinet.layers import activations
+
+    with pytest.warns(DeprecationWarning, match="ACTIVATIONS"):
+        table = activations.ACTIVATIONS
+    assert isinstance(table["relu"](), layers.ReLU)
+    assert isinstance(table["tanh"](), layers.Tanh)

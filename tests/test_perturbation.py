@@ -354,3 +354,58 @@ def test_the_float32_box_holds_every_point_of_the_exact_set(per_feature):
     # Outward by at most one float32 step.
     assert np.all(np.nextafter(lower, np.float32(np.inf)) >= low_pts)
     assert np.all(np.nextafter(upper, np.float32(-np.inf)) <= high_pts)
+
+
+def test_regressions_found_in_review(tmp_path):
+    """A per-channel radius on image inputs broadcasts in ``contains`` as in
+    ``box``; the CLI exports with a per-feature report; TargetedPGD and
+    certify run on float64 models; needs_bounds reads on classes."""
+    x = np.random.default_rng(14).uniform(0, 1, (3, 2, 2, 3)).astype(np.float32)
+    ball = LinfBall(np.array([0.0, 0.1, 0.2]), (0.0, np.ones(3)))
+    points = x + np.array([0.0, 0.05, -0.15], dtype=np.float32)
+    inside = (points <= 1).all(axis=(1, 2, 3)) & (points >= 0).all(axis=(1, 2, 3))
+    np.testing.assert_array_equal(ball.contains(points, x), inside)
+    assert not ball.contains(x + np.array([0.01, 0, 0], np.float32), x).any()
+    # float64 model through certify's default attack.
+    f64 = {"dtype": "float64"}
+    model = keras.Sequential(
+        [
+            layers.Input((4,), dtype="float64"),
+            layers.Dense(6, **f64),
+            layers.ReLU(**f64),
+            layers.Dense(3, **f64),
+        ]
+    )
+    xs = np.random.default_rng(15).uniform(0, 1, (5, 4))
+    report = vn.certify(model, xs, [0, 1, 2, 0, 1], 0.05, verbose=0)
+    assert len(report.verified) == 5
+    assert vn.objectives.Standard.needs_bounds is False
+    assert vn.objectives.IBP.needs_bounds is True
+
+
+def test_cli_export_with_a_per_feature_report(tmp_path, capsys):
+    from verinet.cli import main
+
+    rng = np.random.default_rng(16)
+    model = vn.Sequential(
+        [layers.Input((6,)), layers.Dense(8), layers.ReLU(), layers.Dense(3)]
+    )
+    x = rng.uniform(0, 1, (8, 6)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x)).argmax(1)
+    eps = np.array([0.01, 0, 0, 0, 0, 0.02])
+    report = vn.certify(model, x, y, eps, input_range=(0.0, 1.0), verbose=0)
+    model.save(tmp_path / "m.keras")
+    report.save(tmp_path / "r.json")
+    out = tmp_path / "m.onnx"
+    rc = main(
+        [
+            "export",
+            str(tmp_path / "m.keras"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0 and out.exists()
+    assert "per-feature [0, 0.02]" in capsys.readouterr().out

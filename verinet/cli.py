@@ -214,9 +214,11 @@ def _export(args) -> int:
     print(f"Exported the deployed model to {args.output}")
     print(f"  weights sha256 {meta['verinet.weights_sha256']}")
     if report is not None:
+        from verinet.certify.report import _setting_text as report_setting_text
+
         print(
             f"  certificate: {report.method}, {report.norm} "
-            f"epsilon={report.epsilon:g}, "
+            f"epsilon={report_setting_text(report.epsilon)}, "
             f"verified accuracy {report.verified_accuracy:.4f} "
             f"(report weights: {meta.get('verinet.report_weights', 'unchecked')})"
         )

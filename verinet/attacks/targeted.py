@@ -183,7 +183,9 @@ class TargetedPGD(BallAttack):
     def _keep_strongest(x_adv, score, sample, best, best_loss):
         """Store each sample's strongest row if it beats ``best_loss``."""
         n = best_loss.shape[0]
-        strongest = torch.full((n,), float("-inf"), device=score.device)
+        strongest = torch.full(
+            (n,), float("-inf"), device=score.device, dtype=score.dtype
+        )
         strongest.scatter_reduce_(0, sample, score, reduce="amax")
         better = strongest > best_loss
         if better.any():

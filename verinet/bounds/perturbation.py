@@ -108,16 +108,17 @@ class Perturbation:
         Returns:
             A boolean array ``(n,)``.
         """
+        shape = np.shape(points)[1:]
         p = _rows(np.asarray(points, dtype=np.float64))
         delta = p - _rows(np.asarray(x, dtype=np.float64))
         with np.errstate(invalid="ignore", over="ignore"):
-            inside = self._within(delta)
+            inside = self._within(delta, shape)
             if self.input_range is not None:
-                low, high = (_feature_row(v) for v in self.input_range)
+                low, high = (_feature_row(v, shape) for v in self.input_range)
                 inside &= np.all((p >= low) & (p <= high), axis=1)
         return inside & np.all(np.isfinite(p), axis=1)
 
-    def _within(self, delta) -> np.ndarray:
+    def _within(self, delta, shape) -> np.ndarray:
         raise NotImplementedError
 
     def exact_points(self, candidate, x):
@@ -211,11 +212,12 @@ def _like(value, x):
     return ops.convert_to_tensor(value, dtype=x.dtype)
 
 
-def _feature_row(value):
-    """A number as it is; a per-feature array as one float64 row."""
+def _feature_row(value, shape):
+    """A number as it is; a per-feature array (broadcastable to one sample's
+    ``shape``) as one float64 row."""
     if np.ndim(value) == 0:
         return value
-    return np.asarray(value, dtype=np.float64).reshape(1, -1)
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), shape).reshape(1, -1)
 
 
 def _per_sample(values, like):
@@ -281,8 +283,8 @@ class LinfBall(Perturbation):
         sign = torch.where(coin, -1.0, 1.0).to(x.device, x.dtype)
         return self.project(x + _like(self.epsilon, x) * sign, x)
 
-    def _within(self, delta):
-        return np.all(np.abs(delta) <= _feature_row(self.epsilon), axis=1)
+    def _within(self, delta, shape):
+        return np.all(np.abs(delta) <= _feature_row(self.epsilon, shape), axis=1)
 
     def exact_points(self, candidate, x):
         x64 = np.asarray(x, dtype=np.float64)
@@ -348,7 +350,7 @@ class L2Ball(Perturbation):
         noise = torch.randn(x.shape, generator=generator, device="cpu")
         return self.project(x + self.epsilon * self.direction(noise.to(x)), x)
 
-    def _within(self, delta):
+    def _within(self, delta, shape):
         return np.sqrt(np.sum(delta * delta, axis=1)) <= self.epsilon
 
     def exact_points(self, candidate, x):

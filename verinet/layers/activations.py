@@ -32,3 +32,20 @@ def activation_layer(name: str):
             f"{registry.activation_names()}."
         )
     return spec.make_activation()
+
+
+def __getattr__(name: str):
+    if name == "ACTIVATIONS":  # the table this module kept before the registry
+        import warnings
+
+        warnings.warn(
+            "verinet.layers.activations.ACTIVATIONS is deprecated; use "
+            "activation_layer(name) or verinet.layers.registry.activation_names().",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {
+            name: (lambda name=name: activation_layer(name))
+            for name in registry.activation_names()
+        }
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -317,11 +317,12 @@ class DataChecks:
             low, high = self.input_range
             if np.ndim(low) == 0 and np.ndim(high) == 0:
                 flags += [ops.min(x) < low, ops.max(x) > high]
-            else:  # per feature
+            else:  # per feature, compared in float64 (any data dtype)
+                x64 = ops.cast(x, "float64")
                 low, high = (
-                    ops.convert_to_tensor(v, dtype=x.dtype) for v in (low, high)
+                    ops.convert_to_tensor(v, dtype="float64") for v in (low, high)
                 )
-                flags += [ops.any(x < low), ops.any(x > high)]
+                flags += [ops.any(x64 < low), ops.any(x64 > high)]
         if not bad and _is_single_array(y) and self._checks_labels(model):
             y = ops.convert_to_tensor(y)
             classes = _classes(model)

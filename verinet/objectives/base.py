@@ -78,6 +78,16 @@ class Context:
         return ops.mean(per_sample)
 
 
+class _EarlierName:
+    """A read-only alias of another attribute, on the class and on instances."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return getattr(owner if obj is None else obj, self.name)
+
+
 class Objective:
     """Base class of robust training objectives.
 
@@ -110,10 +120,7 @@ class Objective:
             cls.requires_bounds = bool(cls.__dict__["needs_bounds"])
             del cls.needs_bounds
 
-    @property
-    def needs_bounds(self) -> bool:
-        """The earlier name of ``requires_bounds``."""
-        return self.requires_bounds
+    needs_bounds = _EarlierName("requires_bounds")
 
     def compute(self, context: Context, x, y, y_pred):
         raise NotImplementedError
