@@ -206,10 +206,13 @@ def _outward_box(x, epsilon):
 
 
 def _like(value, x):
-    """A number as it is; a per-feature array as a tensor like ``x``."""
+    """A number as it is; a per-feature array as a tensor like ``x`` (its
+    dtype and device)."""
     if np.ndim(value) == 0:
         return value
-    return ops.convert_to_tensor(value, dtype=x.dtype)
+    import torch
+
+    return torch.as_tensor(np.asarray(value), dtype=x.dtype, device=x.device)
 
 
 def _feature_row(value, shape):

@@ -71,9 +71,22 @@ def _emitter(rule):
     spec = registry.spec_for(rule)
     emitter = None if spec is None else spec.emitter()
     if emitter is None:
+        hint = ""
+        base = next(
+            (c for c in type(rule).__mro__[1:] if registry.spec_for(c) is not None),
+            None,
+        )
+        if spec is None and base is not None:
+            hint = (
+                f" It subclasses {base.__name__}; if it computes the same "
+                f"function, register it: vn.layers.register({type(rule).__name__}, "
+                f"onnx_export=vn.layers.registry.spec_for({base.__name__})"
+                ".onnx_export, ...)."
+            )
         raise OnnxExportError(
             f"Layer {rule.name!r} ({type(rule).__name__}) has no ONNX export rule. "
             f"Exportable verinet layers: {', '.join(registry.exportable_names())}."
+            + hint
         )
     return emitter
 
