@@ -237,6 +237,17 @@ CASES["conv_rect_two"] = lambda: seq(
     layers.Flatten(),
     layers.Dense(3),
 )
+# More than 4 input channels: patches rows cross the second convolution by
+# torch's transposed convolution instead of the few-channel overlap-add.
+CASES["conv_wide_two"] = lambda: seq(
+    (7, 7, 5),
+    layers.Conv2D(6, 3, padding="same"),
+    layers.ReLU(),
+    layers.Conv2D(5, 3, strides=2, padding="same"),
+    layers.ReLU(),
+    layers.Flatten(),
+    layers.Dense(3),
+)
 # Convolutions without bias, on both back-substitution forms (dense rows from
 # the Dense, patches rows for the hidden bounds).
 CASES["conv_no_bias"] = lambda: seq(
