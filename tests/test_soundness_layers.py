@@ -227,12 +227,13 @@ CASES["conv_rect_kernel"] = conv_case((3, 2), (2, 1), "same")
 # (9, 8) input, the torch fast path's padding argument.
 CASES["conv_rect_3x5_s21_same"] = conv_case((3, 5), (2, 1), "same")
 # Two rectangular convolutions: the patches rows of the second cross the
-# first, with different window offsets along H and W.
+# first with different window offsets along H and W ((2, 1): 'same' pads of
+# a 5x3 kernel at strides (1, 2)).
 CASES["conv_rect_two"] = lambda: seq(
     (8, 7, 2),
     layers.Conv2D(3, (3, 5), padding="same"),
     layers.ReLU(),
-    layers.Conv2D(2, (5, 3), strides=(2, 1), padding="same"),
+    layers.Conv2D(2, (5, 3), strides=(1, 2), padding="same"),
     layers.ReLU(),
     layers.Flatten(),
     layers.Dense(3),
