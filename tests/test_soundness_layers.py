@@ -272,9 +272,11 @@ POOLS = [
     ("max", 2, 2, "same", (5, 7)),
     ("max", 4, 1, "same", (5, 6)),
     ("max", (2, 3), (1, 2), "same", (5, 6)),
+    ("max", (3, 2), (2, 1), "same", (7, 6)),  # pads (1, 1) and (0, 1)
     ("avg", 2, None, "valid", (6, 6)),
     ("avg", 2, 1, "valid", (6, 6)),
     ("avg", 3, 2, "valid", (7, 6)),
+    ("avg", (3, 2), None, "valid", (6, 6)),  # a 3x2 window: 6 elements
     # Keras's torch backend averages in-image elements when 'same' pads
     # symmetrically, but replicate-pads every axis (and averages the whole
     # window) as soon as one axis pads asymmetrically.
@@ -285,6 +287,7 @@ POOLS = [
     ("avg", 4, 1, "same", (6, 6)),  # (1, 2)
     ("avg", 2, 2, "same", (5, 7)),  # (0, 1) at odd sizes
     ("avg", 3, 2, "same", (7, 6)),  # rows (1, 1), columns (0, 1)
+    ("avg", (3, 2), (2, 1), "same", (7, 6)),  # pad sums 2 (rows), 1 (columns)
 ]
 for _kind, _pool, _strides, _pad, _hw in POOLS:
     _name = f"{_kind}pool_p{_pool}_s{_strides}_{_pad}_{_hw[0]}x{_hw[1]}".replace(
