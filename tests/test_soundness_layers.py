@@ -288,6 +288,7 @@ POOLS = [
     ("avg", 2, 2, "same", (5, 7)),  # (0, 1) at odd sizes
     ("avg", 3, 2, "same", (7, 6)),  # rows (1, 1), columns (0, 1)
     ("avg", (3, 2), (2, 1), "same", (7, 6)),  # pad sums 2 (rows), 1 (columns)
+    ("avg", (5, 1), 1, "same", (6, 6)),  # rows padded (2, 2), columns not
 ]
 for _kind, _pool, _strides, _pad, _hw in POOLS:
     _name = f"{_kind}pool_p{_pool}_s{_strides}_{_pad}_{_hw[0]}x{_hw[1]}".replace(
