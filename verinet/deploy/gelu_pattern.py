@@ -1,14 +1,8 @@
 """Deprecated alias of ``verinet.onnx.gelu_pattern``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.gelu_pattern import fuse_gelu
 
-warnings.warn(
-    "verinet.deploy.gelu_pattern is deprecated; import from "
-    "verinet.onnx.gelu_pattern instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.gelu_pattern", "verinet.onnx.gelu_pattern")
 
 __all__ = ["fuse_gelu"]

@@ -1,7 +1,6 @@
 """Deprecated alias of ``verinet.onnx.export``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.export import (
     DEFAULT_OPSET,
     MIN_OPSET,
@@ -10,12 +9,7 @@ from verinet.onnx.export import (
 )
 from verinet.onnx.writer import INPUT_NAME, OUTPUT_NAME
 
-warnings.warn(
-    "verinet.deploy.onnx_export is deprecated; import from "
-    "verinet.onnx.export instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.onnx_export", "verinet.onnx.export")
 
 __all__ = [
     "DEFAULT_OPSET",

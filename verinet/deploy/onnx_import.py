@@ -1,7 +1,6 @@
 """Deprecated alias of ``verinet.onnx.importer``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.handlers import SUPPORTED_OPS
 from verinet.onnx.importer import (
     OnnxOrigin,
@@ -12,12 +11,7 @@ from verinet.onnx.importer import (
     session_input_info,
 )
 
-warnings.warn(
-    "verinet.deploy.onnx_import is deprecated; import from "
-    "verinet.onnx.importer instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.onnx_import", "verinet.onnx.importer")
 
 __all__ = [
     "OnnxOrigin",

@@ -1,7 +1,6 @@
 """Deprecated alias of ``verinet.onnx.metadata``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.metadata import (
     build_metadata,
     certificate_mismatch,
@@ -9,11 +8,6 @@ from verinet.onnx.metadata import (
     weights_sha256,
 )
 
-warnings.warn(
-    "verinet.deploy.onnx_metadata is deprecated; import from "
-    "verinet.onnx.metadata instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.onnx_metadata", "verinet.onnx.metadata")
 
 __all__ = ["build_metadata", "certificate_mismatch", "read_metadata", "weights_sha256"]

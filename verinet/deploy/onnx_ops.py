@@ -1,13 +1,8 @@
 """Deprecated alias of ``verinet.onnx.handlers``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.handlers import HANDLERS, LAZY, SUPPORTED_OPS
 
-warnings.warn(
-    "verinet.deploy.onnx_ops is deprecated; import from verinet.onnx.handlers instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.onnx_ops", "verinet.onnx.handlers")
 
 __all__ = ["HANDLERS", "LAZY", "SUPPORTED_OPS"]

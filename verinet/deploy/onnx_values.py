@@ -1,14 +1,8 @@
 """Deprecated alias of ``verinet.onnx.values``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.values import BATCH, NCHW_AS_NHWC, Sym, identity
 
-warnings.warn(
-    "verinet.deploy.onnx_values is deprecated; import from "
-    "verinet.onnx.values instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.onnx_values", "verinet.onnx.values")
 
 __all__ = ["BATCH", "NCHW_AS_NHWC", "Sym", "identity"]

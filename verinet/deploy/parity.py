@@ -1,13 +1,8 @@
 """Deprecated alias of ``verinet.onnx.parity``: import from there instead."""
 
-import warnings
-
+from verinet.deploy._moved import warn_moved
 from verinet.onnx.parity import TOLERANCE, output_gap, probe_inputs
 
-warnings.warn(
-    "verinet.deploy.parity is deprecated; import from verinet.onnx.parity instead.",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_moved("verinet.deploy.parity", "verinet.onnx.parity")
 
 __all__ = ["TOLERANCE", "output_gap", "probe_inputs"]
