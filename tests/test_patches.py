@@ -70,6 +70,20 @@ def _random_patches(geometry, rng, batch=2):
     return probe.replace(keras.ops.convert_to_tensor(coeffs)), coeffs
 
 
+def _assert_sum_is_dense_sum(a, b, stays_patches):
+    """``add_linear(a, b)`` keeps the patches form (or turns dense) as told,
+    and equals the sum of the two dense forms."""
+    total = add_linear(a, b)
+    assert isinstance(total, Patches) == stays_patches
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(total.to_dense() if stays_patches else total),
+        keras.ops.convert_to_numpy(a.to_dense())
+        + keras.ops.convert_to_numpy(b.to_dense()),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
 @given(geometry=geometries(), seed=st.integers(0, 2**16))
 def test_to_dense_and_unfold_match_an_entrywise_reference(geometry, seed):
     rng = np.random.default_rng(seed)
@@ -102,15 +116,7 @@ def test_adding_patches_with_different_windows_matches_dense(geometry, seed, dat
     )
     a, _ = _random_patches(geometry, rng)
     b, _ = _random_patches(other, rng)
-    total = add_linear(a, b)
-    assert isinstance(total, Patches)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(total.to_dense()),
-        keras.ops.convert_to_numpy(a.to_dense())
-        + keras.ops.convert_to_numpy(b.to_dense()),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_sum_is_dense_sum(a, b, stays_patches=True)
 
 
 @pytest.mark.parametrize("offsets", [((-2, -1), (1, 1)), ((1, 0), (-2, -2))])
@@ -122,15 +128,7 @@ def test_adding_patches_with_offsets_of_both_signs_matches_dense(offsets):
     rng = np.random.default_rng(0)
     a, _ = _random_patches((shape, (1, 1), offsets[0], (2, 2), rows), rng)
     b, _ = _random_patches((shape, (1, 1), offsets[1], (3, 3), rows), rng)
-    total = add_linear(a, b)
-    assert isinstance(total, Patches)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(total.to_dense()),
-        keras.ops.convert_to_numpy(a.to_dense())
-        + keras.ops.convert_to_numpy(b.to_dense()),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_sum_is_dense_sum(a, b, stays_patches=True)
 
 
 @given(geometry=geometries(), seed=st.integers(0, 2**16), data=st.data())
@@ -149,15 +147,7 @@ def test_adding_misaligned_patches_falls_back_to_dense(geometry, seed, data):
     other = (shape, other_stride, offset, window, other_rows)
     a, _ = _random_patches(geometry, rng)
     b, _ = _random_patches(other, rng)
-    total = add_linear(a, b)
-    assert not isinstance(total, Patches)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(total),
-        keras.ops.convert_to_numpy(a.to_dense())
-        + keras.ops.convert_to_numpy(b.to_dense()),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_sum_is_dense_sum(a, b, stays_patches=False)
 
 
 def test_identity_rows_pick_single_neurons():

@@ -23,7 +23,7 @@ from verinet._validation import (
     check_int,
     check_number,
 )
-from verinet.bounds.perturbation import NORMS, unpack_ball
+from verinet.bounds.perturbation import NORMS, like_tensor, unpack_ball
 from verinet.errors import InvalidInputError
 
 
@@ -130,10 +130,6 @@ class BallAttack:
             )
         self.epsilon = check_feature_epsilon(epsilon, shape)
         self.input_range = check_feature_range(input_range, shape)
-
-    def _like(self, value, x):
-        """A number as it is; a per-feature array as a tensor like ``x``."""
-        return value if np.ndim(value) == 0 else torch.as_tensor(value).to(x)
 
     def _option(self, name: str) -> str:
         """``name`` as this attack's errors call it, e.g. ``"PGD steps"``."""
@@ -272,7 +268,7 @@ class PGD(BallAttack):
 
         for _ in range(self.restarts):
             start = self._start(x, generator)
-            step = self._like(self.step_size, x)
+            step = like_tensor(self.step_size, x)
             iterates = ascent(objective, start, x, self.perturbation, self.steps, step)
             for x_adv, logits in iterates:
                 with torch.no_grad():

@@ -18,6 +18,7 @@ import torch
 
 from verinet._validation import check_choice, check_int
 from verinet.attacks.pgd import BallAttack, _margin_loss
+from verinet.bounds.perturbation import like_tensor
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -167,7 +168,7 @@ class TargetedPGD(BallAttack):
         grad = torch.autograd.grad(value.sum(), x_rows)[0]
         with torch.no_grad():
             x_rows = x_rows.detach()
-            eps = self._like(self.epsilon, x_rows)
+            eps = like_tensor(self.epsilon, x_rows)
             vertex = self._project(x_rows + eps * self._direction(grad), x_rows)
             if k == m:
                 order = torch.arange(m, device=x.device).expand(n, m)
@@ -252,7 +253,7 @@ class TargetedPGD(BallAttack):
                         sample, target = sample[alive], target[alive]
                         centre, label = centre[alive], label[alive]
                         x_adv, grad = x_adv[alive], grad[alive]
-                length = self._like(self.step_length(step), x_adv)
+                length = like_tensor(self.step_length(step), x_adv)
                 moved = x_adv + length * self._direction(grad)
                 x_adv = self._project(moved, centre)
         return best_loss

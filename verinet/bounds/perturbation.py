@@ -25,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from verinet.bounds.patches import Patches, to_dense
+from verinet.errors import InvalidInputError
 
 
 class Perturbation:
@@ -47,12 +48,12 @@ class Perturbation:
         so every point that ``contains`` accepts lies in the box.
         """
         if keras.backend.standardize_dtype(x.dtype) == "float64":
-            eps = _like(self.epsilon, x)
+            eps = like_tensor(self.epsilon, x)
             lower, upper = x - eps, x + eps
         else:
             lower, upper = _outward_box(x, self.epsilon)
         if self.input_range is not None:
-            low, high = (_like(v, x) for v in self.input_range)
+            low, high = (like_tensor(v, x) for v in self.input_range)
             lower, upper = ops.maximum(lower, low), ops.minimum(upper, high)
         return lower, upper
 
@@ -72,7 +73,7 @@ class Perturbation:
     def _clip_to_range(self, points):
         if self.input_range is None:
             return points
-        return points.clamp(*(_like(v, points) for v in self.input_range))
+        return points.clamp(*(like_tensor(v, points) for v in self.input_range))
 
     def project(self, points, x):
         """``points`` moved into the set around ``x`` (tensors, same shape).
@@ -205,7 +206,7 @@ def _outward_box(x, epsilon):
     return lower, upper
 
 
-def _like(value, x):
+def like_tensor(value, x):
     """A number as it is; a per-feature array as a tensor like ``x`` (its
     dtype and device)."""
     if np.ndim(value) == 0:
@@ -265,7 +266,7 @@ class LinfBall(Perturbation):
         return concretize_box(lower, upper, A, sign)
 
     def project(self, points, x):
-        eps = _like(self.epsilon, x)
+        eps = like_tensor(self.epsilon, x)
         delta = (points - x).clamp(-eps, eps)
         return self._clip_to_range(x + delta)
 
@@ -276,7 +277,7 @@ class LinfBall(Perturbation):
         import torch
 
         noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-        eps = _like(self.epsilon, x)
+        eps = like_tensor(self.epsilon, x)
         return self.project(x + ((2 * noise - 1) * eps).to(x.dtype), x)
 
     def vertex(self, x, generator):
@@ -284,7 +285,7 @@ class LinfBall(Perturbation):
 
         coin = torch.rand(x.shape, generator=generator, device="cpu") < 0.5
         sign = torch.where(coin, -1.0, 1.0).to(x.device, x.dtype)
-        return self.project(x + _like(self.epsilon, x) * sign, x)
+        return self.project(x + like_tensor(self.epsilon, x) * sign, x)
 
     def _within(self, delta, shape):
         return np.all(np.abs(delta) <= _feature_row(self.epsilon, shape), axis=1)
@@ -467,8 +468,6 @@ def unpack_ball(epsilon, norm="linf", input_range=None):
     """
     if not isinstance(epsilon, Perturbation):
         return epsilon, norm, input_range
-    from verinet.errors import InvalidInputError
-
     if isinstance(epsilon, Box):
         raise InvalidInputError(
             "A Box holds the bounds of particular samples; give an LinfBall "
