@@ -8,7 +8,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from verinet._validation import check_batch_size, check_choice, check_x, check_y
+from verinet._validation import (
+    check_batch_size,
+    check_choice,
+    check_number,
+    check_x,
+    check_y,
+)
 from verinet.attacks import FGSM, PGD, TargetedPGD
 from verinet.bounds.api import (
     _model_dtype,
@@ -18,11 +24,15 @@ from verinet.bounds.api import (
     resolve_method,
 )
 from verinet.bounds.graph import bound_model
-from verinet.bounds.perturbation import f32_inside
+from verinet.bounds.memory import no_grad
+from verinet.bounds.methods import interval_pass
+from verinet.bounds.perturbation import LinfBall, f32_inside
 from verinet.bounds.precision import ieee_float32
 from verinet.certify.integrity import model_weights_sha256
 from verinet.certify.report import CertificationReport
-from verinet.errors import InvalidInputError, SoundnessError
+from verinet.complete.milp import check_milp_supported
+from verinet.complete.stage import milp_stage
+from verinet.errors import InvalidInputError, SoundnessError, UnsupportedLayerError
 
 _ATTACKS = {"pgd": TargetedPGD, "fgsm": FGSM, None: None}
 #: ``attack_options`` only the untargeted ``PGD`` takes; they select it.
@@ -63,6 +73,12 @@ def _project(candidate, x, perturbation):
     return perturbation.exact_points(candidate, x)
 
 
+#: ``method`` values that run several stages and settle samples completely.
+COMPLETE_METHODS = ("milp", "auto")
+#: Per-sample seconds of the complete stage when ``timeout`` is not given.
+DEFAULT_TIMEOUT = 10.0
+
+
 def certify(
     model,
     x,
@@ -76,6 +92,8 @@ def certify(
     verbose="auto",
     dtype=None,
     attack_options=None,
+    timeout=None,
+    time_budget=None,
 ) -> CertificationReport:
     """Prove or refute robustness of each sample.
 
@@ -85,6 +103,15 @@ def certify(
     the report), and **unknown** otherwise. The attack runs on verified
     samples too: if it ever breaks one, the bound is wrong and
     ``SoundnessError`` is raised.
+
+    ``method="auto"`` runs stages, each only on the samples still unknown:
+    the attack, IBP, CROWN, alpha-CROWN, then (on piecewise-linear networks
+    under an L-inf ball) the exact MILP of each sample. ``method="milp"`` is
+    the attack, CROWN, then the MILP. The MILP settles a sample completely
+    unless its ``timeout`` runs out. ``report.extra["settled_by"]`` names
+    the stage that settled each sample (``"clean"`` for a misclassified
+    input, ``None`` for unknown) and ``report.extra["stage_seconds"]`` the
+    time of each stage.
 
     Every returned counterexample is a float32 point inside the perturbation
     set exactly (no tolerance; see ``in_perturbation_set``): the attack's
@@ -102,8 +129,8 @@ def certify(
             also an array broadcastable to the input shape (one radius per
             feature; the report keeps it); or a ``vn.bounds.LinfBall`` /
             ``L2Ball`` carrying its own norm and input range.
-        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"`` or a
-            method object.
+        method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"``, a
+            method object, or the complete ``"milp"`` / ``"auto"``.
         attack: ``"pgd"``, ``"fgsm"``, an attack object with
             ``perturb(x, y)``, or ``None``.
         norm: ``"linf"`` or ``"l2"``.
@@ -113,6 +140,11 @@ def certify(
         verbose: ``"auto"``, 0 or 1 (a Keras progress bar).
         dtype: ``"float32"`` or ``"float64"`` for the bounds.
         attack_options: keyword arguments for the attack (e.g. ``steps``).
+        timeout: seconds the complete stage may spend on one sample
+            (``"milp"``/``"auto"`` only; default 10).
+        time_budget: seconds for the whole call (``"milp"``/``"auto"``
+            only; default no limit): stages that would start after it leave
+            their samples unknown.
 
     Returns:
         A ``CertificationReport``.
@@ -120,17 +152,21 @@ def certify(
     Example:
         >>> report = vn.certify(model, x_test, y_test, epsilon=0.05)
         >>> print(report.summary())
+        >>> report = vn.certify(model, x_test, y_test, 0.05, method="auto")
     """
     start = time.perf_counter()
     x = check_x(model, x).astype(np.float32, copy=False)
     classes = model.outputs[0].shape[-1]
     y = check_y(y, len(x), classes)
     perturbation = make_perturbation(epsilon, norm, input_range, x, x.shape[1:])
-    bound_method = resolve_method(method)
     weights = model_weights_sha256(model)
     origin = getattr(model, "_verinet_onnx_origin", None)
     bound_dtype = _model_dtype(model, dtype)
     model, graph = bound_model(model)  # converted once, one graph
+    stages, method_name = _stages(method, graph, perturbation, timeout, time_budget)
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    deadline = None if time_budget is None else start + time_budget
+    bound_method = stages[0]
     attacker = _make_attack(
         attack,
         model,
@@ -147,11 +183,13 @@ def certify(
         bar.update(0)  # the bar shows at once, not after the first batch
 
     margins, predictions, adversarial, broken = [], [], [], []
+    seconds = {"attack": 0.0, bound_method.name: 0.0}
     with ieee_float32():  # no TF32 in bounds, attacks or verdicts
         for offset in batches:
             xb, yb = x[offset : offset + batch_size], y[offset : offset + batch_size]
             logits = ops.convert_to_numpy(model(xb, training=False))
             predictions.append(logits.argmax(axis=1))
+            tick = time.perf_counter()
             low, _ = bound_batches(
                 model,
                 xb,
@@ -164,6 +202,8 @@ def certify(
             )
             low[np.arange(len(yb)), yb] = np.inf
             margins.append(low)
+            seconds[bound_method.name] += time.perf_counter() - tick
+            tick = time.perf_counter()
             adv = np.full_like(xb, np.nan)
             hit = np.zeros(len(xb), dtype=bool)
             if attacker is not None:
@@ -176,26 +216,72 @@ def certify(
                 adv[hit] = candidate[hit]
             adversarial.append(adv)
             broken.append(hit)
+            seconds["attack"] += time.perf_counter() - tick
             bar.add(len(xb))
 
-    predictions = np.concatenate(predictions)
-    margin_lower = np.concatenate(margins)
-    adversarial = np.concatenate(adversarial)
-    attacked = np.concatenate(broken)
-    correct = predictions == y
-    proven = correct & np.all(margin_lower > 0, axis=1)
+        predictions = np.concatenate(predictions)
+        margin_lower = np.concatenate(margins)
+        adversarial = np.concatenate(adversarial)
+        attacked = np.concatenate(broken)
+        correct = predictions == y
+        settled_by = np.full(len(x), None, dtype=object)
+        settled_by[attacked] = "attack"
+        settled_by[~correct] = "clean"
+        proven = correct & np.all(margin_lower > 0, axis=1)
+        settled_by[proven] = bound_method.name
+        for stage in stages[1:]:
+            todo = np.flatnonzero(correct & ~attacked & ~proven)
+            tick = time.perf_counter()
+            seconds.setdefault(stage.name, 0.0)
+            if not len(todo) or (deadline is not None and tick >= deadline):
+                continue
+            if isinstance(stage, _MILPStage):
+                found = stage.run(
+                    model,
+                    graph,
+                    x,
+                    y,
+                    todo,
+                    perturbation,
+                    margin_lower,
+                    adversarial,
+                    timeout,
+                    deadline,
+                    verbose,
+                )
+                attacked[todo[found]] = True
+                settled_by[todo[found]] = stage.name
+            else:
+                low, _ = bound_batches(
+                    model,
+                    x[todo],
+                    perturbation,
+                    stage,
+                    margin_spec(y[todo], classes),
+                    upper=False,
+                    dtype=dtype,
+                    graph=graph,
+                )
+                low[np.arange(len(todo)), y[todo]] = np.inf
+                margin_lower[todo] = np.maximum(margin_lower[todo], low)
+            newly = correct & np.all(margin_lower > 0, axis=1) & ~proven
+            settled_by[newly] = stage.name
+            proven |= newly
+            seconds[stage.name] += time.perf_counter() - tick
+
     if np.any(proven & attacked):
         bad = np.flatnonzero(proven & attacked)
         raise SoundnessError(
-            f"Soundness bug: {bound_method.name} verified samples {bad[:10].tolist()} "
-            "but the attack found adversarial examples for them. Please report it "
-            "with the model and inputs."
+            f"Soundness bug: {settled_by[bad[0]]} verified samples "
+            f"{bad[:10].tolist()} but the attack found adversarial examples for "
+            "them. Please report it with the model and inputs."
         )
     misclassified = ~correct
     adversarial[misclassified] = x[misclassified]
     falsified = misclassified | attacked
     verified = proven
     unknown = ~(verified | falsified)
+    settled_by[unknown] = None
     report = CertificationReport(
         verified=verified,
         falsified=falsified,
@@ -205,7 +291,7 @@ def certify(
         labels=y,
         predictions=predictions,
         epsilon=perturbation.epsilon,
-        method=bound_method.name,
+        method=method_name,
         norm=perturbation.norm,
         input_range=perturbation.input_range,
         attack=attack
@@ -216,6 +302,9 @@ def certify(
         weights_sha256=weights,
         inputs=np.array(x, dtype=np.float32),
     )
+    if len(stages) > 1:
+        report.extra["settled_by"] = settled_by.tolist()
+        report.extra["stage_seconds"] = {k: round(v, 6) for k, v in seconds.items()}
     _record_origin(report, origin)
     try:
         report.validate()
@@ -225,6 +314,91 @@ def certify(
             "Please report it with the model and inputs."
         ) from exc
     return report
+
+
+class _MILPStage:
+    """The exact MILP of each sample still unknown (``verinet.complete``)."""
+
+    name = "milp"
+
+    def run(
+        self,
+        model,
+        graph,
+        x,
+        y,
+        todo,
+        perturbation,
+        margin_lower,
+        adversarial,
+        timeout,
+        deadline,
+        verbose,
+    ):
+        """Tighten ``margin_lower`` and fill ``adversarial`` for ``todo`` in
+        place; return the mask (over ``todo``) of counterexamples found."""
+        show = verbose == 1 or verbose is True or (verbose == "auto" and len(todo) > 1)
+        bar = keras.utils.Progbar(
+            len(todo), verbose=1 if show else 0, unit_name="sample (MILP)"
+        )
+        outcome = milp_stage(
+            model,
+            graph,
+            x[todo],
+            y[todo],
+            perturbation,
+            margin_lower[todo],
+            timeout,
+            deadline,
+            bar,
+        )
+        margin_lower[todo] = np.maximum(margin_lower[todo], outcome.margins)
+        adversarial[todo[outcome.found]] = outcome.adversarial[outcome.found]
+        return outcome.found
+
+
+#: The auto pipeline skips the MILP on networks with more hidden values.
+_MILP_AUTO_LIMIT = 20_000
+
+
+def _values(graph) -> int:
+    """How many values the graph's nodes hold for one sample."""
+    probe = np.zeros((1, *graph.input_shape), dtype=np.float32)
+    with no_grad():
+        bounds = interval_pass(graph, ops.convert_to_tensor(probe), LinfBall(0.0))
+    return sum(int(np.prod(low.shape[1:])) for low, _ in bounds[1:])
+
+
+def _stages(method, graph, perturbation, timeout, time_budget):
+    """The bound stages (and complete stage) ``certify`` runs, and the
+    method name its report records."""
+    name = method.lower() if isinstance(method, str) else None
+    if name not in COMPLETE_METHODS:
+        if timeout is not None or time_budget is not None:
+            raise InvalidInputError(
+                "timeout and time_budget apply to the complete methods "
+                f"{COMPLETE_METHODS}; method={method!r} bounds every sample once."
+            )
+        bound_method = resolve_method(method)
+        return [bound_method], bound_method.name
+    check_number("timeout", timeout, low=0, low_open=True, allow_none=True)
+    check_number("time_budget", time_budget, low=0, low_open=True, allow_none=True)
+    if name == "milp":
+        if perturbation.norm != "linf":
+            raise InvalidInputError(
+                "method='milp' encodes an L-inf ball or a box exactly; an L2 "
+                "ball is not linear. Use method='auto' or 'alpha-crown'."
+            )
+        check_milp_supported(graph)
+        return [resolve_method("crown"), _MILPStage()], "milp"
+    stages = [resolve_method(m) for m in ("ibp", "crown", "alpha-crown")]
+    if perturbation.norm == "linf" and _values(graph) <= _MILP_AUTO_LIMIT:
+        try:
+            check_milp_supported(graph)
+            stages.append(_MILPStage())
+        except UnsupportedLayerError:
+            pass  # smooth activations: the bound stages only
+    return stages, "auto"
 
 
 def _record_origin(report: CertificationReport, origin) -> None:
