@@ -2,12 +2,10 @@
 optimum is attained by a real input, and certify(method="milp"/"auto")
 settles samples soundly."""
 
-import itertools
-
 import keras
 import numpy as np
 import pytest
-from scipy.optimize import linprog
+from exact_reference import exact_min
 
 import verinet as vn
 from verinet import layers as L
@@ -26,41 +24,7 @@ def _mlp(widths, slope, seed, inputs=2, outputs=3):
 
 
 def _exact_min(model, slope, low, high, c):
-    """``min c · f(x)`` over the box by enumerating every activation pattern:
-    on each pattern the network is affine, and the pattern's region is a
-    polytope; an LP per pattern (scipy's linprog), the least over them."""
-    dense = [layer for layer in model.layers if isinstance(layer, L.Dense)]
-    weights = [
-        (d.kernel.numpy().astype(float), d.bias.numpy().astype(float)) for d in dense
-    ]
-    hidden = [w.shape[1] for w, _ in weights[:-1]]
-    best = np.inf
-    for pattern in itertools.product((0, 1), repeat=sum(hidden)):
-        # The affine map x -> M x + v layer by layer, and the sign rows.
-        M, v = np.eye(len(low)), np.zeros(len(low))
-        rows, rhs, k = [], [], 0
-        for w, b in weights[:-1]:
-            M, v = w.T @ M, w.T @ v + b
-            act = np.array(pattern[k : k + w.shape[1]], dtype=float)
-            k += w.shape[1]
-            # active: pre >= 0 -> -(M x + v) <= 0; inactive: M x + v <= 0
-            sign = np.where(act == 1, -1.0, 1.0)
-            rows.append(sign[:, None] * M)
-            rhs.append(-sign * v)
-            d = act + slope * (1 - act)
-            M, v = d[:, None] * M, d * v
-        w, b = weights[-1]
-        M, v = w.T @ M, w.T @ v + b
-        res = linprog(
-            c @ M,
-            A_ub=np.vstack(rows),
-            b_ub=np.concatenate(rhs),
-            bounds=list(zip(low, high, strict=True)),
-            method="highs",
-        )
-        if res.status == 0:
-            best = min(best, res.fun + c @ v)
-    return best
+    return exact_min(model, slope, low, high, c)
 
 
 def _encoding(model, x, eps):

@@ -60,6 +60,7 @@ def backward_pass(
     to_input=True,
     stats=None,
     alphas=None,
+    offsets=None,
 ):
     """Bound ``A·node_start`` by back-substitution.
 
@@ -79,6 +80,11 @@ def backward_pass(
             alpha_upper)}``, or an object whose ``slopes_for(i, rule, lA, uA,
             lower, upper)`` returns that pair (or ``None``) when node ``i``
             is reached.
+        offsets: optional ``{node index: tensor}`` added to the lower side's
+            coefficients when the pass reaches that node (dense, shaped
+            ``(batch, specs, *node shape)``): branch and bound's Lagrangian
+            terms for split constraints (beta-CROWN). The caller answers for
+            their soundness.
 
     Returns:
         ``(lower, upper)`` tensors ``(batch, specs)`` (``None`` where unasked).
@@ -89,6 +95,8 @@ def backward_pass(
         if i not in pending:
             continue
         lA_i, uA_i = pending.pop(i)
+        if offsets is not None and i in offsets and lA_i is not None:
+            lA_i = to_dense(lA_i) + offsets[i]
         node = graph.nodes[i]
         if stats is not None:
             distinct = {id(a): a for a in (lA_i, uA_i) if a is not None}
@@ -157,7 +165,7 @@ def interval_pass(graph, x, perturbation):
     return _node_pass(graph, x, perturbation, None)
 
 
-def crown_pass(graph, x, perturbation, patches=True, plan=None, costs=None):
+def crown_pass(graph, x, perturbation, patches=True, plan=None, costs=None, clamp=None):
     """Bounds for every node, those feeding activations tightened by CROWN.
 
     Each node that feeds a nonlinear rule gets CROWN bounds (intersected with
@@ -171,6 +179,10 @@ def crown_pass(graph, x, perturbation, patches=True, plan=None, costs=None):
             of flat neuron indices it was bounded in (see ``refine_rows``).
         costs: optional dict that receives, for each refined node, the most
             coefficients one of its rows held at once.
+        clamp: optional ``clamp(i, lower, upper) -> (lower, upper)`` applied
+            to each node's bounds before later nodes read them (branch and
+            bound narrows split neurons with it); it must only shrink them
+            to a set that still holds every input it is asked about.
 
     Returns:
         A list of ``(lower, upper)`` per node.
@@ -179,6 +191,10 @@ def crown_pass(graph, x, perturbation, patches=True, plan=None, costs=None):
     piecewise = _feeds_only_piecewise_linear(graph)
 
     def refine(i, low, up, bounds):
+        low, up = _refine(i, low, up, bounds)
+        return (low, up) if clamp is None else clamp(i, low, up)
+
+    def _refine(i, low, up, bounds):
         if i not in needed or _is_exact(graph, i, perturbation):
             return low, up
         index = _rows_to_refine(low, up, i in piecewise)

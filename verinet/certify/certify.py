@@ -31,7 +31,7 @@ from verinet.bounds.precision import ieee_float32
 from verinet.certify.integrity import model_weights_sha256
 from verinet.certify.report import CertificationReport
 from verinet.complete.milp import check_milp_supported
-from verinet.complete.stage import milp_stage
+from verinet.complete.stage import bab_stage, milp_stage
 from verinet.errors import InvalidInputError, SoundnessError, UnsupportedLayerError
 
 _ATTACKS = {"pgd": TargetedPGD, "fgsm": FGSM, None: None}
@@ -74,7 +74,7 @@ def _project(candidate, x, perturbation):
 
 
 #: ``method`` values that run several stages and settle samples completely.
-COMPLETE_METHODS = ("milp", "auto")
+COMPLETE_METHODS = ("milp", "bab", "auto")
 #: Per-sample seconds of the complete stage when ``timeout`` is not given.
 DEFAULT_TIMEOUT = 10.0
 
@@ -106,9 +106,12 @@ def certify(
 
     ``method="auto"`` runs stages, each only on the samples still unknown:
     the attack, IBP, CROWN, alpha-CROWN, then (on piecewise-linear networks
-    under an L-inf ball) the exact MILP of each sample. ``method="milp"`` is
-    the attack, CROWN, then the MILP. The MILP settles a sample completely
-    unless its ``timeout`` runs out. ``report.extra["settled_by"]`` names
+    under an L-inf ball) a complete stage: the exact MILP of each sample on
+    small networks (up to 500 values), branch and bound on ReLU splits
+    (beta-CROWN bounds, MILP at the leaves) on larger ones.
+    ``method="milp"`` / ``"bab"`` is the attack, CROWN, then that complete
+    stage. A complete stage settles a sample unless its ``timeout`` runs
+    out. ``report.extra["settled_by"]`` names
     the stage that settled each sample (``"clean"`` for a misclassified
     input, ``None`` for unknown) and ``report.extra["stage_seconds"]`` the
     time of each stage.
@@ -130,7 +133,7 @@ def certify(
             feature; the report keeps it); or a ``vn.bounds.LinfBall`` /
             ``L2Ball`` carrying its own norm and input range.
         method: ``"ibp"``, ``"crown"``, ``"crown-ibp"``, ``"alpha-crown"``, a
-            method object, or the complete ``"milp"`` / ``"auto"``.
+            method object, or the complete ``"milp"``, ``"bab"``, ``"auto"``.
         attack: ``"pgd"``, ``"fgsm"``, an attack object with
             ``perturb(x, y)``, or ``None``.
         norm: ``"linf"`` or ``"l2"``.
@@ -141,9 +144,9 @@ def certify(
         dtype: ``"float32"`` or ``"float64"`` for the bounds.
         attack_options: keyword arguments for the attack (e.g. ``steps``).
         timeout: seconds the complete stage may spend on one sample
-            (``"milp"``/``"auto"`` only; default 10).
-        time_budget: seconds for the whole call (``"milp"``/``"auto"``
-            only; default no limit): stages that would start after it leave
+            (complete methods only; default 10).
+        time_budget: seconds for the whole call (complete methods only;
+            default no limit): stages that would start after it leave
             their samples unknown.
 
     Returns:
@@ -235,7 +238,7 @@ def certify(
             seconds.setdefault(stage.name, 0.0)
             if not len(todo) or (deadline is not None and tick >= deadline):
                 continue
-            if isinstance(stage, _MILPStage):
+            if isinstance(stage, _CompleteStage):
                 found = stage.run(
                     model,
                     graph,
@@ -316,10 +319,12 @@ def certify(
     return report
 
 
-class _MILPStage:
-    """The exact MILP of each sample still unknown (``verinet.complete``)."""
+class _CompleteStage:
+    """Settle each sample still unknown: the exact MILP (``"milp"``) or
+    branch and bound on ReLU splits (``"bab"``; see ``verinet.complete``)."""
 
-    name = "milp"
+    def __init__(self, name: str):
+        self.name = name
 
     def run(
         self,
@@ -339,9 +344,10 @@ class _MILPStage:
         place; return the mask (over ``todo``) of counterexamples found."""
         show = verbose == 1 or verbose is True or (verbose == "auto" and len(todo) > 1)
         bar = keras.utils.Progbar(
-            len(todo), verbose=1 if show else 0, unit_name="sample (MILP)"
+            len(todo), verbose=1 if show else 0, unit_name=f"sample ({self.name})"
         )
-        outcome = milp_stage(
+        solve = milp_stage if self.name == "milp" else bab_stage
+        outcome = solve(
             model,
             graph,
             x[todo],
@@ -357,8 +363,11 @@ class _MILPStage:
         return outcome.found
 
 
-#: The auto pipeline skips the MILP on networks with more hidden values.
-_MILP_AUTO_LIMIT = 20_000
+#: ``method="auto"`` solves the MILP of networks with at most this many
+#: values (every node's outputs for one sample), branch and bound up to
+#: ``_BAB_AUTO_LIMIT``, and stops at alpha-CROWN beyond.
+_MILP_AUTO_LIMIT = 500
+_BAB_AUTO_LIMIT = 200_000
 
 
 def _values(graph) -> int:
@@ -383,21 +392,22 @@ def _stages(method, graph, perturbation, timeout, time_budget):
         return [bound_method], bound_method.name
     check_number("timeout", timeout, low=0, low_open=True, allow_none=True)
     check_number("time_budget", time_budget, low=0, low_open=True, allow_none=True)
-    if name == "milp":
+    if name in ("milp", "bab"):
         if perturbation.norm != "linf":
             raise InvalidInputError(
-                "method='milp' encodes an L-inf ball or a box exactly; an L2 "
+                f"method={name!r} encodes an L-inf ball or a box exactly; an L2 "
                 "ball is not linear. Use method='auto' or 'alpha-crown'."
             )
         check_milp_supported(graph)
-        return [resolve_method("crown"), _MILPStage()], "milp"
+        return [resolve_method("crown"), _CompleteStage(name)], name
     stages = [resolve_method(m) for m in ("ibp", "crown", "alpha-crown")]
-    if perturbation.norm == "linf" and _values(graph) <= _MILP_AUTO_LIMIT:
+    values = _values(graph)
+    if perturbation.norm == "linf" and values <= _BAB_AUTO_LIMIT:
         try:
             check_milp_supported(graph)
-            stages.append(_MILPStage())
         except UnsupportedLayerError:
-            pass  # smooth activations: the bound stages only
+            return stages, "auto"  # smooth activations: the bound stages only
+        stages.append(_CompleteStage("milp" if values <= _MILP_AUTO_LIMIT else "bab"))
     return stages, "auto"
 
 

@@ -51,7 +51,9 @@ class MILPResult:
             already reduced by the safety margin.
         value: the objective at the best point found (``inf`` when none).
         point: the input at that point (float64, flat), or ``None``.
-        status: ``"optimal"``, ``"timeout"`` or ``"failed"``.
+        status: ``"optimal"``, ``"timeout"``, ``"infeasible"`` (no point
+            meets the constraints: for a branch-and-bound domain, an empty
+            domain; for a whole input set, a bug) or ``"failed"``.
         seconds: solver wall time.
     """
 
@@ -310,7 +312,7 @@ class MILPEncoding:
         if res.x is not None:
             point = np.asarray(res.x[self._vars(0)], dtype=np.float64)
             value = float(res.fun)
-        status = {0: "optimal", 1: "timeout"}.get(res.status, "failed")
+        status = {0: "optimal", 1: "timeout", 2: "infeasible"}.get(res.status, "failed")
         return MILPResult(
             lower=lower,
             value=np.inf if value is None else value,

@@ -1,4 +1,5 @@
-"""The complete stage of ``certify``: settle samples the bounds left unknown."""
+"""The complete stages of ``certify``: settle samples the bounds left unknown,
+by exact MILP (``milp_stage``) or branch and bound (``bab_stage``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from keras import ops
 from verinet.bounds.memory import no_grad
 from verinet.bounds.methods import crown_pass
 from verinet.bounds.precision import float64_promotion
+from verinet.complete.bab import relu_bab
 from verinet.complete.milp import MILPEncoding
 
 
@@ -129,3 +131,58 @@ def _confirmed(model, point, x, label, perturbation):
         return None
     pred = ops.convert_to_numpy(model(candidate, training=False)).argmax(axis=1)
     return candidate[0] if pred[0] != label else None
+
+
+def bab_stage(
+    model,
+    graph,
+    x,
+    y,
+    perturbation,
+    margins,
+    timeout,
+    deadline=None,
+    progress=None,
+    **options,
+) -> CompleteOutcome:
+    """Branch and bound (``relu_bab``) on each sample for the margins not yet
+    proven; arguments as in ``milp_stage``, ``options`` go to ``relu_bab``."""
+    k, classes = margins.shape
+    out_margins = np.array(margins, dtype=np.float64)
+    adversarial = np.full(x.shape, np.nan, dtype=np.float32)
+    found = np.zeros(k, dtype=bool)
+    timed_out = np.zeros(k, dtype=bool)
+    seconds = np.zeros(k)
+    for s in range(k):
+        started = time.perf_counter()
+        stop = (
+            started + timeout if deadline is None else min(started + timeout, deadline)
+        )
+        open_classes = [j for j in range(classes) if j != y[s] and margins[s, j] <= 0]
+        if open_classes and time.perf_counter() < stop:
+            spec = np.zeros((len(open_classes), classes))
+            spec[:, y[s]] = 1.0
+            spec[np.arange(len(open_classes)), open_classes] = -1.0
+            result = relu_bab(
+                model,
+                graph,
+                x[s : s + 1],
+                y[s],
+                spec,
+                perturbation,
+                stop - time.perf_counter(),
+                **options,
+            )
+            if result.status == "verified":
+                cols = np.asarray(open_classes)
+                out_margins[s, cols] = np.maximum(out_margins[s, cols], result.lower)
+            elif result.status == "falsified":
+                adversarial[s], found[s] = result.counterexample, True
+            else:
+                timed_out[s] = True
+        elif open_classes:
+            timed_out[s] = True
+        seconds[s] = time.perf_counter() - started
+        if progress is not None:
+            progress.add(1)
+    return CompleteOutcome(out_margins, adversarial, found, timed_out, seconds)

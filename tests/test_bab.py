@@ -1,0 +1,167 @@
+"""Branch and bound on ReLU splits: every domain bound is sound (checked
+against activation-pattern enumeration restricted to the domain), verdicts
+agree with the exact minimum, and certify(method="bab"/"auto") uses it."""
+
+import keras
+import numpy as np
+import pytest
+from exact_reference import exact_min
+
+import verinet as vn
+from verinet import layers as L
+from verinet.bounds.graph import bound_model
+from verinet.bounds.perturbation import LinfBall
+from verinet.complete.bab import _bound_domains, _split_nodes, relu_bab
+
+
+def _mlp(widths, seed, slope=0.0, inputs=2, outputs=3):
+    keras.utils.set_random_seed(seed)
+    layers = [L.Input((inputs,))]
+    for w in widths:
+        layers += [L.Dense(w), L.LeakyReLU(slope) if slope else L.ReLU()]
+    return vn.Sequential([*layers, L.Dense(outputs)])
+
+
+def _margin_spec(label, classes=3):
+    return np.stack(
+        [
+            np.eye(classes)[label] - np.eye(classes)[j]
+            for j in range(classes)
+            if j != label
+        ]
+    )
+
+
+@pytest.mark.parametrize("iterations", [0, 15])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_domain_bound_is_below_the_domains_exact_minimum(seed, iterations):
+    """Random split domains (some empty): the bound of each row never exceeds
+    the exact minimum over the inputs whose activations match the splits,
+    for CROWN on narrowed bounds and after optimizing slopes and betas."""
+    model = _mlp((4, 3), seed, slope=0.1 * (seed == 2))
+    slope = 0.1 * (seed == 2)
+    _, graph = bound_model(model)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (1, 2))
+    eps = 0.7
+    nodes = sorted(_split_nodes(graph))
+    domains = [
+        {
+            j: rng.choice([-1, 0, 0, 1], size=n).astype(np.int8)
+            for j, n in zip(nodes, (4, 3), strict=True)
+        }
+        for _ in range(12)
+    ]
+    spec = _margin_spec(0)
+    lower, bounds = _bound_domains(graph, x, LinfBall(eps), spec, domains, iterations)
+    checked = 0
+    for d, domain in enumerate(domains):
+        fixed = [domain[j] for j in nodes]
+        for r, c in enumerate(spec):
+            exact = exact_min(model, slope, x[0] - eps, x[0] + eps, c, fixed)
+            if np.isinf(exact):
+                continue  # empty domain: any bound holds
+            checked += 1
+            assert lower[d, r] <= exact + 1e-7, (d, r, lower[d, r], exact)
+    assert checked > 10
+
+
+def test_optimized_betas_tighten_split_domains():
+    """On a fully split domain the Lagrangian bound approaches the domain's
+    exact minimum; without betas it stays at the whole box's bound."""
+    model = _mlp((4, 3), 4)
+    _, graph = bound_model(model)
+    x = np.array([[0.1, -0.2]])
+    eps = 0.6
+    nodes = sorted(_split_nodes(graph))
+    spec = _margin_spec(0)
+    rng = np.random.default_rng(4)
+    gains = []
+    for _ in range(6):
+        domain = {
+            j: rng.choice([-1, 1], size=n).astype(np.int8)
+            for j, n in zip(nodes, (4, 3), strict=True)
+        }
+        fixed = [domain[j] for j in nodes]
+        exact = exact_min(model, 0.0, x[0] - eps, x[0] + eps, spec[0], fixed)
+        if np.isinf(exact):
+            continue
+        plain, _ = _bound_domains(graph, x, LinfBall(eps), spec[:1], [domain], 0)
+        tuned, _ = _bound_domains(graph, x, LinfBall(eps), spec[:1], [domain], 60)
+        assert plain[0, 0] <= tuned[0, 0] <= exact + 1e-7
+        gains.append((tuned[0, 0] - plain[0, 0], exact - tuned[0, 0]))
+    assert gains
+    # betas close most of the gap somewhere
+    assert any(gain > 0 and left < 0.5 * gain for gain, left in gains)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_bab_verdicts_agree_with_the_exact_minimum(seed):
+    model = _mlp((5, 4), seed)
+    rng = np.random.default_rng(seed)
+    _, graph = bound_model(model)
+    seen = set()
+    for _ in range(4):
+        x = rng.uniform(-1, 1, (1, 2)).astype("float32")
+        label = int(keras.ops.convert_to_numpy(model(x)).argmax())
+        spec = _margin_spec(label)
+        for eps in (0.15, 1.0):
+            rows = np.array(
+                [exact_min(model, 0.0, x[0] - eps, x[0] + eps, c) for c in spec]
+            )
+            if abs(rows.min()) < 1e-5:
+                continue
+            result = relu_bab(
+                model, graph, x, label, spec, LinfBall(eps), timeout=60, leaf_milp=0
+            )
+            expected = "verified" if rows.min() > 0 else "falsified"
+            assert result.status == expected, (eps, rows, result)
+            seen.add(expected)
+            if expected == "verified":
+                assert np.all(result.lower <= rows + 1e-7)
+                assert np.all(result.lower > 0)
+            else:
+                adv = result.counterexample
+                assert np.abs(adv - x[0]).max() <= eps
+                assert keras.ops.convert_to_numpy(model(adv[None])).argmax() != label
+    assert seen == {"verified", "falsified"}
+
+
+def _wide(seed=0):
+    keras.utils.set_random_seed(seed)
+    return vn.Sequential(
+        [L.Input((10,)), L.Dense(200), L.ReLU(), L.Dense(100), L.ReLU(), L.Dense(3)]
+    )
+
+
+def test_certify_bab_and_auto_settle_what_crown_leaves_unknown():
+    model = _wide()
+    x = np.random.default_rng(0).uniform(0, 1, (6, 10)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x)).argmax(axis=1)
+    eps = 0.03
+    crown = vn.certify(model, x, y, eps, method="crown", attack=None, verbose=0)
+    assert crown.unknown.sum() >= 2
+    for method in ("bab", "auto"):
+        report = vn.certify(
+            model, x, y, eps, method=method, attack=None, verbose=0, timeout=60
+        )
+        assert report.unknown.sum() == 0, method
+        assert np.all(report.verified[crown.verified])
+        assert "bab" in report.extra["stage_seconds"]
+        assert "bab" in report.extra["settled_by"]
+    # MILP settles the same samples the same way
+    milp = vn.certify(
+        model, x, y, eps, method="milp", attack=None, verbose=0, timeout=60
+    )
+    np.testing.assert_array_equal(milp.verified, report.verified)
+
+
+def test_bab_timeout_leaves_the_sample_unknown():
+    model = _wide(1)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 10)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x)).argmax(axis=1)
+    report = vn.certify(
+        model, x, y, 0.2, method="bab", attack=None, verbose=0, timeout=0.2
+    )
+    assert report.unknown.all()
+    assert report.extra["settled_by"] == [None]
