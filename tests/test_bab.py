@@ -12,6 +12,7 @@ from verinet import layers as L
 from verinet.bounds.graph import bound_model
 from verinet.bounds.perturbation import LinfBall
 from verinet.complete.bab import _bound_domains, _split_nodes, relu_bab
+from verinet.complete.stage import _confirmed
 
 
 def _mlp(widths, seed, slope=0.0, inputs=2, outputs=3):
@@ -111,8 +112,17 @@ def test_bab_verdicts_agree_with_the_exact_minimum(seed):
             )
             if abs(rows.min()) < 1e-5:
                 continue
+            ball = LinfBall(eps)
             result = relu_bab(
-                model, graph, x, label, spec, LinfBall(eps), timeout=60, leaf_milp=0
+                graph,
+                x,
+                ball,
+                spec,
+                lambda p, x=x, label=label, ball=ball: _confirmed(
+                    model, p, x, label, ball
+                ),
+                timeout=60,
+                leaf_milp=0,
             )
             expected = "verified" if rows.min() > 0 else "falsified"
             assert result.status == expected, (eps, rows, result)

@@ -4,6 +4,9 @@ per-feature ``Box``, each checked against its definition."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -409,3 +412,332 @@ def test_cli_export_with_a_per_feature_report(tmp_path, capsys):
     )
     assert rc == 0 and out.exists()
     assert "per-feature [0, 0.02]" in capsys.readouterr().out
+
+
+# --- Gaps found by mutation testing: each test checks a definition. --------
+
+
+def _f32_at_or_below(v):
+    """The largest float32 <= each float64 ``v`` (from the definition: the
+    float32 nearest ``v`` and its neighbours, checked against ``v``)."""
+    near = v.astype(np.float32)
+    step_down = np.nextafter(near, np.float32(-np.inf))
+    return np.where(near.astype(np.float64) <= v, near, step_down)
+
+
+def _f32_at_or_above(v):
+    near = v.astype(np.float32)
+    step_up = np.nextafter(near, np.float32(np.inf))
+    return np.where(near.astype(np.float64) >= v, near, step_up)
+
+
+@pytest.mark.parametrize("per_feature", [False, True])
+def test_box_edges_are_the_nearest_floats_at_or_beyond_the_exact_edges(per_feature):
+    """In float32 the box is ``[x - eps, x + eps]`` (float64) widened to the
+    nearest float32 at or beyond each edge, not one step more: an edge that
+    is a float32 stays put. In float64 the box is ``x -/+ eps`` itself."""
+    rng = np.random.default_rng(20)
+    # Half the rows on a dyadic grid (edges exactly float32), half random.
+    grid = rng.integers(64, 192, (200, 6)) / 256.0
+    x = np.concatenate([grid, rng.uniform(0, 1, (200, 6))]).astype(np.float32)
+    eps = np.array([1, 2, 4, 8, 0, 16]) / 64.0 if per_feature else 1 / 16
+    lower, upper = (t.numpy() for t in LinfBall(eps).box(torch.from_numpy(x)))
+    x64 = x.astype(np.float64)
+    np.testing.assert_array_equal(lower, _f32_at_or_below(x64 - eps))
+    np.testing.assert_array_equal(upper, _f32_at_or_above(x64 + eps))
+    np.testing.assert_array_equal(lower[:200], x[:200] - np.float32(eps))
+    # float64: the exact edges, per-feature radius included.
+    eps = rng.uniform(0, 0.1, 6) if per_feature else 0.1
+    lower, upper = (t.numpy() for t in LinfBall(eps).box(torch.from_numpy(x64)))
+    assert lower.dtype == np.float64
+    np.testing.assert_array_equal(lower, x64 - eps)
+    np.testing.assert_array_equal(upper, x64 + eps)
+
+
+def test_unpack_ball_reads_the_threat_model_off_a_ball():
+    """Numbers pass through with the default norm; a ball gives its own
+    settings; a Box, or a ball with conflicting settings, is refused with a
+    message naming the fix."""
+    from verinet.bounds.perturbation import unpack_ball
+
+    assert unpack_ball(0.1) == (0.1, "linf", None)
+    assert unpack_ball(0.2, "l2", (0.0, 1.0)) == (0.2, "l2", (0.0, 1.0))
+    assert unpack_ball(LinfBall(0.1, (0.0, 1.0))) == (0.1, "linf", (0.0, 1.0))
+    assert unpack_ball(L2Ball(0.3)) == (0.3, "l2", None)
+    assert unpack_ball(L2Ball(0.3), "l2") == (0.3, "l2", None)
+    box_message = (
+        "A Box holds the bounds of particular samples; give an LinfBall (a "
+        "per-feature epsilon is an array radius) or the bounds directly to "
+        "method.bounds."
+    )
+    with pytest.raises(vn.InvalidInputError, match=f"^{re.escape(box_message)}$"):
+        unpack_ball(Box(np.zeros((1, 2)), np.ones((1, 2))))
+    for ball, kwargs in (
+        (LinfBall(0.1), {"input_range": (0.0, 1.0)}),
+        (LinfBall(0.1), {"norm": "l2"}),
+        (L2Ball(0.1), {"norm": "linf", "input_range": (0.0, 1.0)}),
+    ):
+        message = (
+            f"epsilon is a {type(ball).__name__}, which carries its own norm and "
+            "input_range; do not pass them as well."
+        )
+        with pytest.raises(vn.InvalidInputError, match=f"^{re.escape(message)}$"):
+            unpack_ball(ball, **kwargs)
+
+
+def test_a_scalar_radius_is_stored_as_a_python_float():
+    """Reports and settings store the radius: a numpy or torch scalar
+    becomes a plain float (JSON-serializable, same value)."""
+    for eps in (np.float32(0.25), np.float64(0.1), 1, torch.tensor(0.5)):
+        for ball in (LinfBall(eps), L2Ball(eps, (0.0, 1.0))):
+            assert type(ball.epsilon) is float
+            assert json.loads(json.dumps(ball.epsilon)) == float(eps)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_box_membership_and_projection_by_hand():
+    """``Box.contains`` answers per row (boundary in, NaN or any coordinate
+    out is out, the centre is ignored); ``project`` clamps from both sides."""
+    lower = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [-1, 2]])
+    upper = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [-1, 3]])
+    box = Box(lower, upper)
+    assert box.input_range is None
+    points = np.array([[0.5, 0.5], [-0.1, 0.5], [np.nan, 0.5], [1.0, 0.0], [-1.0, 3.0]])
+    assert box.contains(points).tolist() == [True, False, False, True, True]
+    assert box.contains(points, points + 7.0).tolist() == [1, 0, 0, 1, 1]
+    far = torch.tensor([[-5.0, 9.0], [9.0, -5.0], [0.25, 0.75], [0.5, -1], [0, 0]])
+    projected = box.project(far.double(), far.double()).numpy()
+    want = [[0.0, 1.0], [1.0, 0.0], [0.25, 0.75], [0.5, 0.0], [-1.0, 2.0]]
+    np.testing.assert_array_equal(projected, want)
+
+
+def test_box_exact_points_when_a_box_holds_no_float32():
+    """Float64 bounds (as VNN-LIB gives) may hold no float32, e.g.
+    ``[0.1, 0.1]``: that row is reported outside and the others are still
+    repaired exactly. Points already inside, on the bounds included, are
+    kept as they are, whether or not the (ignored) centre lies in the box."""
+    lower = np.array([[0.1, 0.0], [0.25, 0.0], [0.25, 0.0]])
+    upper = np.array([[0.1, 1.0], [0.75, 0.5], [0.75, 0.5]])
+    box = Box(lower, upper)
+    x = np.array([[0.1, 0.5], [0.5, 0.25], [2.0, 2.0]], dtype=np.float32)
+    candidate = np.array([[0.3, 0.5], [-1.0, 3.0], [0.5, 0.25]], dtype=np.float32)
+    points, inside = box.exact_points(candidate, x)
+    assert points.dtype == np.float32 and points.shape == x.shape
+    assert inside.tolist() == [False, True, True]
+    assert box.contains(points).tolist() == [False, True, True]
+    np.testing.assert_array_equal(points[1:], [[0.25, 0.5], [0.5, 0.25]])
+    assert np.isfinite(points).all()
+
+
+def _draws(kind, x, seed):
+    eps = 0.3
+    ball = {
+        "linf": LinfBall(eps),
+        "l2": L2Ball(eps),
+        "box": Box(x - 0.1, x + 0.2),
+    }[kind]
+    first = ball.sample(x, torch.Generator().manual_seed(seed))
+    second = ball.vertex(x, torch.Generator().manual_seed(seed))
+    return first, second
+
+
+@pytest.mark.parametrize("kind", ["linf", "l2", "box"])
+def test_random_draws_come_from_the_generator_only(kind):
+    """``sample`` and ``vertex`` depend on the generator's seed alone (the
+    global torch RNG is neither read nor needed)."""
+    x = torch.from_numpy(np.random.default_rng(21).uniform(0, 1, (8, 5)))
+    torch.manual_seed(1)
+    a = _draws(kind, x, seed=3)
+    torch.manual_seed(2)
+    b = _draws(kind, x, seed=3)
+    c = _draws(kind, x, seed=4)
+    for got, again, other in zip(a, b, c, strict=True):
+        np.testing.assert_array_equal(got.numpy(), again.numpy())
+        assert not np.array_equal(got.numpy(), other.numpy())
+
+
+def test_random_points_fill_the_linf_ball_and_the_box():
+    """L-inf and box samples are uniform per coordinate (both sides of the
+    centre, out to the edges); vertices are corners, either side equally
+    often."""
+    rng = np.random.default_rng(22)
+    x = torch.from_numpy(rng.uniform(0, 1, (500, 8)))
+    eps = 0.25
+    ball = LinfBall(eps)
+    u = (ball.sample(x, torch.Generator().manual_seed(0)) - x).numpy() / eps
+    assert np.all(np.abs(u) <= 1 + 1e-12)
+    assert abs(u.mean()) < 0.03 and abs(np.mean(u > 0) - 0.5) < 0.03
+    assert abs(np.mean(np.abs(u) < 0.5) - 0.5) < 0.03  # uniform in |u|
+    assert u.min() < -0.99 and u.max() > 0.99
+    s = (ball.vertex(x, torch.Generator().manual_seed(1)) - x).numpy() / eps
+    np.testing.assert_allclose(np.abs(s), 1.0, rtol=1e-12)
+    assert abs(np.mean(s > 0) - 0.5) < 0.03
+    low, high = x - 0.1, x + rng.uniform(0.05, 0.3, x.shape)
+    box = Box(low, high)
+    width = (high - low).numpy()
+    t = (box.sample(x, torch.Generator().manual_seed(2)) - low).numpy() / width
+    assert t.min() >= 0 and t.max() <= 1 and abs(t.mean() - 0.5) < 0.03
+    corner = box.vertex(x, torch.Generator().manual_seed(3)).numpy()
+    at_low, at_high = corner == low.numpy(), corner == high.numpy()
+    assert np.all(at_low | at_high) and abs(at_high.mean() - 0.5) < 0.03
+
+
+def test_random_points_fill_the_l2_ball():
+    """L2 samples have a direction uniform on the sphere and a radius uniform
+    in ``[0, eps]``; vertices are uniform on the sphere itself. Checked by
+    the moments of a uniform unit vector in ``k`` dimensions:
+    ``E[c_i] = 0``, ``E[c_i^2] = 1/k``, ``E[c_i^4] = 3 / (k (k + 2))``."""
+    rng = np.random.default_rng(23)
+    k, eps = 12, 0.3
+    x = torch.from_numpy(rng.uniform(0, 1, (4000, 3, k // 3)))
+    ball = L2Ball(eps)
+    delta = (ball.sample(x, torch.Generator().manual_seed(0)) - x).numpy()
+    delta = delta.reshape(len(delta), -1)
+    radius = np.sqrt((delta**2).sum(axis=1)) / eps
+    assert radius.max() <= 1 + 1e-12
+    assert abs(np.mean(radius < 0.5) - 0.5) < 0.03
+    assert abs(np.mean(radius < 0.9) - 0.9) < 0.03
+    for points in (delta, ball.vertex(x, torch.Generator().manual_seed(1)) - x):
+        c = np.asarray(points).reshape(len(x), -1)
+        c = c / np.sqrt((c**2).sum(axis=1, keepdims=True))
+        assert np.all(np.abs(c.mean(axis=0)) < 0.03)
+        np.testing.assert_allclose((c**2).mean(axis=0), 1 / k, rtol=0.1)
+        np.testing.assert_allclose(np.mean(c**4), 3 / (k * (k + 2)), rtol=0.1)
+    # One feature: the ball is an interval, filled uniformly.
+    x1 = torch.from_numpy(rng.uniform(0, 1, (4000, 1)))
+    u = (ball.sample(x1, torch.Generator().manual_seed(2)) - x1).numpy() / eps
+    assert np.all(np.abs(u) <= 1 + 1e-12)
+    assert abs(u.mean()) < 0.04 and abs(np.mean(np.abs(u) < 0.5) - 0.5) < 0.03
+
+
+def test_attack_methods_with_a_per_feature_radius_and_range():
+    """A per-feature radius (zero fixes a feature) and per-feature range in
+    ``sample``, ``vertex`` and ``project``: every point lies in
+    ``[x - eps, x + eps] ∩ [low, high]`` and a vertex is a clipped corner."""
+    rng = np.random.default_rng(24)
+    eps = np.array([[0.0, 0.1, 0.2], [0.3, 0.05, 0.0]])
+    low, high = np.zeros((2, 3)), np.array([[1.0, 0.9, 0.8], [1.0, 1.0, 0.7]])
+    ball = LinfBall(eps, (low, high))
+    x64 = rng.uniform(0, 0.7, (300, 2, 3))
+    x = torch.from_numpy(x64)
+    lo, hi = np.maximum(x64 - eps, low), np.minimum(x64 + eps, high)
+    far = x + torch.from_numpy(rng.normal(0, 2.0, x.shape))
+    for p in (
+        ball.sample(x, torch.Generator().manual_seed(0)),
+        ball.vertex(x, torch.Generator().manual_seed(1)),
+        ball.project(far, x),
+    ):
+        p = p.numpy()
+        assert np.all(p >= lo - 1e-12) and np.all(p <= hi + 1e-12)
+        fixed = np.broadcast_to(eps == 0, p.shape)
+        np.testing.assert_array_equal(p[fixed], x64[fixed])
+    corner = ball.vertex(x, torch.Generator().manual_seed(1)).numpy()
+    clipped = np.clip(np.stack([x64 - eps, x64 + eps]), low, high)
+    assert np.all(np.isclose(corner, clipped[0]) | np.isclose(corner, clipped[1]))
+    projected = ball.project(far, x).numpy()
+    np.testing.assert_allclose(projected, np.clip(far.numpy(), lo, hi))
+
+
+def _devices():
+    devices = ["meta"]  # shapes and devices without data: runs on any host
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    return devices
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_attack_methods_keep_the_input_device(device):
+    """``sample``, ``vertex``, ``project`` and the float32/float64 ``box``
+    return tensors on ``x``'s device, per-feature radius and range included
+    (the random draws stay on the CPU generator)."""
+    eps = np.array([0.1, 0.0, 0.2])
+    balls = [
+        LinfBall(0.1, (0.0, 1.0)),
+        LinfBall(eps, (np.zeros(3), np.ones(3))),
+        L2Ball(0.1, (0.0, 1.0)),
+        L2Ball(0.1),
+    ]
+    x = torch.full((4, 3), 0.5, device=device)
+    if device != "meta":  # keras keeps a Box on its own device
+        balls.append(Box(x - 0.1, x + 0.1))
+    for ball in balls:
+        for out in (
+            ball.sample(x, torch.Generator().manual_seed(0)),
+            ball.vertex(x, torch.Generator().manual_seed(0)),
+            ball.project(x + 1.0, x),
+        ):
+            assert out.device == x.device and out.shape == x.shape
+    for dtype in (torch.float32, torch.float64):
+        for ball in (LinfBall(eps), LinfBall(0.1)):
+            for edge in ball.box(x.to(dtype)):
+                assert edge.device == x.device and edge.dtype == dtype
+
+
+@pytest.mark.parametrize(
+    ("kind", "method"),
+    [
+        ("linf", "sample"),
+        ("linf", "vertex"),
+        ("box", "sample"),
+        ("box", "vertex"),
+        ("l2", "vertex"),
+        ("l2", "sample"),
+    ],
+)
+def test_random_draws_use_the_cpu_generator_whatever_the_default_device(kind, method):
+    """The generator is a CPU one: draws come from it even when torch's
+    default device is another (``meta`` stands in for an accelerator), and
+    give the same points as with the CPU default."""
+    x = torch.from_numpy(np.random.default_rng(25).uniform(0, 1, (6, 4)))
+    ball = {"linf": LinfBall(0.1), "l2": L2Ball(0.1), "box": Box(x - 0.1, x + 0.1)}
+    draw = getattr(ball[kind], method)
+    want = draw(x, torch.Generator().manual_seed(0))
+    with torch.device("meta"):
+        got = draw(x, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_attack_methods_compute_in_the_input_dtype(dtype):
+    """Half-precision inputs give half-precision points (the attack methods
+    work in the tensors' own dtype), still in the set up to that rounding."""
+    x = torch.from_numpy(np.random.default_rng(26).uniform(0.2, 0.8, (6, 5)))
+    x = x.to(dtype)
+    tol = 1e-2
+    for ball, norm in (
+        (LinfBall(0.1, (0.0, 1.0)), "linf"),
+        (L2Ball(0.1, (0.0, 1.0)), "l2"),
+        (Box(x - 0.1, x + 0.1), "linf"),
+    ):
+        for out in (
+            ball.sample(x, torch.Generator().manual_seed(0)),
+            ball.vertex(x, torch.Generator().manual_seed(0)),
+            ball.project(x + 1.0, x),
+        ):
+            assert out.dtype == dtype
+            delta = (out.double() - x.double()).numpy()
+            assert np.all(_norms(delta, norm) <= 0.1 + tol)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["linf", "l2", "box"])
+def test_membership_and_repair_are_quiet_and_keep_inside_points(kind):
+    """Points already in the set (the clean input itself, e.g. a failed
+    attack's) come back unchanged, with no warnings; ``contains`` rejects
+    huge or infinite float64 points without overflow warnings."""
+    rng = np.random.default_rng(27)
+    x = rng.uniform(0, 1, (6, 4)).astype(np.float32)
+    inner = np.clip(x + rng.uniform(-0.01, 0.01, x.shape), 0, 1).astype(np.float32)
+    ball = {
+        "linf": LinfBall(0.1, (0.0, 1.0)),
+        "l2": L2Ball(0.1, (0.0, 1.0)),
+        "box": Box(np.clip(x - 0.1, 0, 1), np.clip(x + 0.1, 0, 1)),
+    }[kind]
+    for candidate in (x, inner):
+        points, inside = ball.exact_points(candidate.copy(), x)
+        assert inside.all()
+        np.testing.assert_array_equal(points, candidate)
+    huge = x.astype(np.float64)
+    huge[0, 0], huge[1, :] = 1e200, -1e300
+    huge[2, 1], huge[3, 3] = np.inf, -np.inf
+    assert ball.contains(huge, x).tolist() == [False] * 4 + [True] * 2

@@ -343,7 +343,7 @@ class L2Ball(Perturbation):
         import torch
 
         noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-        delta = torch.randn(x.shape, generator=generator).to(x.device)
+        delta = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
         delta = delta / _per_sample(_norms(delta), delta)
         radius = _per_sample(noise.flatten(1)[:, 0], noise)
         return self.project(x + (delta * self.epsilon * radius).to(x.dtype), x)

@@ -34,6 +34,7 @@ from verinet.bounds.methods import (
     interval_pass,
     output_pass,
 )
+from verinet.bounds.perturbation import Box
 from verinet.bounds.precision import float64_promotion
 from verinet.complete.milp import MILPEncoding
 
@@ -75,7 +76,9 @@ def _split_nodes(graph) -> dict[int, str]:
     return out
 
 
-def _bound_domains(graph, x1, perturbation, spec, domains, iterations):
+def _bound_domains(
+    graph, x1, perturbation, spec, domains, iterations, offset=None, mode="all"
+):
     """Lower bounds of ``spec`` on each domain (the batch axis), and every
     node's bounds per domain (numpy, float64).
 
@@ -109,14 +112,19 @@ def _bound_domains(graph, x1, perturbation, spec, domains, iterations):
         return low, up
 
     rows = spec.shape[0]
+    target = ops.convert_to_tensor(
+        np.zeros(rows) if offset is None else np.asarray(offset, dtype=np.float64),
+        dtype="float64",
+    )
+    pert = _repeat(perturbation, count)
     with float64_promotion():
         with torch.no_grad():
-            node_bounds = crown_pass(graph, xb, perturbation, clamp=clamp)
+            node_bounds = crown_pass(graph, xb, pert, clamp=clamp)
             C = ops.convert_to_tensor(
                 np.repeat(spec[None], count, axis=0), dtype="float64"
             )
             ibp_low, _ = IntervalOutput().bounds(
-                graph, node_bounds, xb, perturbation, C, True, False
+                graph, node_bounds, xb, pert, C, True, False
             )
         split = {j: s for j, s in signs.items() if bool(ops.any(s != 0))}
         betas = {
@@ -144,14 +152,20 @@ def _bound_domains(graph, x1, perturbation, spec, domains, iterations):
                     False,
                     node_bounds,
                     xb,
-                    perturbation,
+                    pert,
                     alphas=store.for_pass("output"),
                     offsets=offsets,
                 )
             low_d = low.detach()
             best = low_d if best is None else torch.maximum(best, low_d)
             params = store.params + list(betas.values())
-            if step == iterations or not params or bool(torch.all(best > 0)):
+            slack = best - target
+            done = (
+                torch.all(slack > 0)
+                if mode == "all"
+                else torch.all(torch.any(slack > 0, dim=1))
+            )
+            if step == iterations or not params or bool(done):
                 break
             if optimizer is None:
                 optimizer = torch.optim.Adam(
@@ -179,6 +193,23 @@ def _bound_domains(graph, x1, perturbation, spec, domains, iterations):
     return ops.convert_to_numpy(low), bounds
 
 
+def _repeat(perturbation, count):
+    """The perturbation for ``count`` copies of one sample: a ``Box`` holds
+    its bounds per sample, so they are repeated; balls follow the centre."""
+    if isinstance(perturbation, Box):
+        lower, upper = (
+            np.repeat(
+                np.asarray(ops.convert_to_numpy(t), dtype=np.float64), count, axis=0
+            )
+            for t in (perturbation.lower, perturbation.upper)
+        )
+        return Box(
+            ops.convert_to_tensor(lower, dtype="float64"),
+            ops.convert_to_tensor(upper, dtype="float64"),
+        )
+    return perturbation
+
+
 def _empty(bounds, d) -> bool:
     for low, up in bounds[1:]:
         if np.any(low[d] > up[d] + _EMPTY_TOL * (1.0 + np.abs(up[d]))):
@@ -199,32 +230,38 @@ def _unstable(bounds, domain):
 
 
 def relu_bab(
-    model,
     graph,
     x,
-    label,
-    spec,
     perturbation,
+    spec,
+    confirm,
     timeout,
+    offset=None,
+    mode: str = "all",
     batch: int = 64,
     leaf_milp: int = 12,
     iterations: int = 20,
     deadline=None,
 ) -> BaBResult:
-    """Prove ``spec @ f(x') > 0`` (every row) over the perturbation set, or
-    find an input that breaks it.
+    """Prove ``spec @ f(x') - offset > 0`` over the perturbation set (every
+    row with ``mode="all"``, at least one row with ``mode="any"``), or find
+    an input where it fails.
 
     Args:
-        model: the Keras model (confirms counterexamples in float32).
-        graph: its ``BoundGraph`` (MILP-encodable: see
+        graph: the model's ``BoundGraph`` (MILP-encodable: see
             ``check_milp_supported``).
-        x: ``(1, *input_shape)`` float32 input.
-        label: its label; a counterexample is an input the model does not
-            classify as ``label``.
-        spec: ``(rows, classes)`` rows ``e_y - e_j`` to prove positive.
-        perturbation: the input set (L-inf ball or box).
+        x: ``(1, *input_shape)`` input (the ball's centre; a ``Box`` ignores
+            it but for its shape).
+        perturbation: the input set (L-inf ball, or a ``Box`` of batch 1).
+        spec: ``(rows, outputs)`` coefficients.
+        confirm: ``confirm(point)`` with a float64 point ``(1, *input_shape)``
+            that the MILP found to break the property: the counterexample it
+            confirms (e.g. on the float32 model), or ``None``.
         timeout: seconds.
-        batch: domains bounded per CROWN call.
+        offset: ``(rows,)`` right-hand sides (default 0).
+        mode: ``"all"`` (certify's margins) or ``"any"`` (a VNN-LIB
+            conjunction is impossible once one of its rows is).
+        batch: domains bounded per bound call.
         leaf_milp: a domain with at most this many unstable neurons goes to
             the exact MILP.
         iterations: gradient steps on the slopes and split multipliers
@@ -232,52 +269,54 @@ def relu_bab(
         deadline: optional ``time.perf_counter()`` value to stop at.
 
     Returns:
-        A ``BaBResult``.
+        A ``BaBResult`` (``lower`` is meaningful for ``mode="all"``).
     """
     started = time.perf_counter()
     stop = started + timeout if deadline is None else min(started + timeout, deadline)
     spec = np.asarray(spec, dtype=np.float64)
     rows = spec.shape[0]
+    offset = np.zeros(rows) if offset is None else np.asarray(offset, dtype=np.float64)
+    settle = np.all if mode == "all" else np.any
+    worst = np.min if mode == "all" else np.max
     nodes = _split_nodes(graph)
     shapes = _node_shapes(graph, x, perturbation)
     root = {j: np.zeros(int(np.prod(shapes[j])), dtype=np.int8) for j in nodes}
     proven = np.full(rows, np.inf)
-    queue = [(0.0, 0, root)]  # (worst lower bound, tie-break, domain)
+    queue = [(0.0, 0, root)]  # (how far from proven, tie-break, domain)
     counter = bounded = 0
     unresolved = False
+
+    def answer(status, counterexample=None):
+        lower = proven if status == "verified" else np.full(rows, -np.inf)
+        return BaBResult(status, lower, counterexample, bounded, _since(started))
+
     while queue:
         if time.perf_counter() >= stop:
-            return BaBResult(
-                "unknown", np.full(rows, -np.inf), None, bounded, _since(started)
-            )
+            return answer("unknown")
         take = [heapq.heappop(queue)[2] for _ in range(min(batch, len(queue)))]
-        lower, bounds = _bound_domains(graph, x, perturbation, spec, take, iterations)
+        lower, bounds = _bound_domains(
+            graph, x, perturbation, spec, take, iterations, offset, mode
+        )
+        slack = lower - offset
         bounded += len(take)
         for d, domain in enumerate(take):
-            if _empty(bounds, d) or np.all(lower[d] > 0):
-                if not _empty(bounds, d):
-                    proven = np.minimum(proven, lower[d])
+            if _empty(bounds, d):
+                continue
+            if settle(slack[d] > 0):
+                proven = np.minimum(proven, lower[d])
                 continue
             free = _unstable([(lo[d], up[d]) for lo, up in bounds], domain)
             if len(free) <= leaf_milp:
-                settled = _leaf(
-                    model, graph, x, label, spec, perturbation, bounds, shapes, d, stop
+                kind, value = _leaf(
+                    graph, x, spec, offset, mode, confirm, bounds, shapes, d, stop
                 )
-                kind, value = settled
                 if kind == "unknown":
                     # Not provable here; keep searching the other domains
                     # for a counterexample.
                     unresolved = True
-                    continue
-                if kind == "falsified":
-                    return BaBResult(
-                        "falsified",
-                        np.full(rows, -np.inf),
-                        value,
-                        bounded,
-                        _since(started),
-                    )
-                if kind == "proven":
+                elif kind == "falsified":
+                    return answer("falsified", value)
+                elif kind == "proven" and value is not None:
                     proven = np.minimum(proven, np.maximum(lower[d], value))
                 continue
             j, k, _ = max(free, key=lambda t: t[2])
@@ -285,10 +324,8 @@ def relu_bab(
                 child = {n: s.copy() for n, s in domain.items()}
                 child[j][k] = sign
                 counter += 1
-                heapq.heappush(queue, (float(np.min(lower[d])), counter, child))
-    status = "unknown" if unresolved else "verified"
-    lower = np.full(rows, -np.inf) if unresolved else proven
-    return BaBResult(status, lower, None, bounded, _since(started))
+                heapq.heappush(queue, (float(worst(slack[d])), counter, child))
+    return answer("unknown" if unresolved else "verified")
 
 
 def _since(started) -> float:
@@ -304,7 +341,7 @@ def _node_shapes(graph, x, perturbation) -> list[tuple]:
         ]
 
 
-def _leaf(model, graph, x, label, spec, perturbation, bounds, shapes, d, stop):
+def _leaf(graph, x, spec, offset, mode, confirm, bounds, shapes, d, stop):
     """Settle one domain exactly with the MILP over its narrowed bounds.
 
     Returns ``(kind, value)``: ``("proven", (rows,) lower bounds)``,
@@ -317,6 +354,20 @@ def _leaf(model, graph, x, label, spec, perturbation, bounds, shapes, d, stop):
         for (lo, up), s in zip(bounds, shapes, strict=True)
     ]
     enc = MILPEncoding(graph, node_bounds)
+    if mode == "any":
+        # The least largest row slack: above zero (less the safety margin)
+        # no input meets the conjunction spec·y <= offset; below, its
+        # minimizer is the most violating candidate.
+        result = enc.solve_max(spec, offset, time_limit=stop - time.perf_counter())
+        if result.status == "infeasible":
+            return "empty", None
+        if result.lower > 0:
+            return "proven", None
+        if result.value < 0 and result.point is not None:
+            found = confirm(result.point.reshape(x.shape))
+            if found is not None:
+                return "falsified", found
+        return "unknown", None
     out = np.empty(spec.shape[0])
     for r, c in enumerate(spec):
         left = stop - time.perf_counter()
@@ -326,13 +377,11 @@ def _leaf(model, graph, x, label, spec, perturbation, bounds, shapes, d, stop):
         if result.status == "infeasible":
             return "empty", None  # the narrowed bounds admit no input
         out[r] = result.lower
-        if result.lower > 0:
+        if result.lower > offset[r]:
             continue
-        if result.value < 0 and result.point is not None:
-            point = result.point.reshape(x.shape).astype(np.float32)
-            candidate, inside = perturbation.exact_points(point, x)
-            pred = ops.convert_to_numpy(model(candidate, training=False)).argmax(axis=1)
-            if inside[0] and pred[0] != label:
-                return "falsified", candidate[0]
+        if result.value < offset[r] and result.point is not None:
+            found = confirm(result.point.reshape(x.shape))
+            if found is not None:
+                return "falsified", found
         return "unknown", None
     return "proven", out

@@ -283,22 +283,75 @@ class MILPEncoding:
         """
         total = len(self._var_lb)
         objective = np.zeros(total)
-        out = self._vars(self.graph.output)
-        objective[out] = np.asarray(c, dtype=np.float64).reshape(-1)
+        objective[self._vars(self.graph.output)] = np.asarray(
+            c, dtype=np.float64
+        ).reshape(-1)
         matrix = sparse.csr_matrix(
             (self._vals, (self._rows, self._cols)), shape=(len(self._lo), total)
         )
+        return self._run(
+            objective,
+            matrix,
+            self._lo,
+            self._hi,
+            self._var_lb,
+            self._var_ub,
+            self._integer,
+            time_limit,
+        )
+
+    def solve_max(self, C, offset, time_limit: float | None = None) -> MILPResult:
+        """Minimize ``max_r (C_r · output - offset_r)``: the least, over the
+        inputs, of the largest row slack (a conjunction ``C y <= offset``
+        holds somewhere iff this is ``<= 0``).
+
+        Args:
+            C: ``(rows, outputs)`` coefficients.
+            offset: ``(rows,)`` right-hand sides.
+            time_limit: seconds for the solver (``None``: no limit).
+
+        Returns:
+            A ``MILPResult`` whose ``lower`` and ``value`` are of that max.
+        """
+        C = np.atleast_2d(np.asarray(C, dtype=np.float64))
+        offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), (len(C),))
+        total = len(self._var_lb)
+        t = total  # one more variable: the max slack
+        out = self._vars(self.graph.output)
+        rows, cols, vals = list(self._rows), list(self._cols), list(self._vals)
+        lo, hi = list(self._lo), list(self._hi)
+        for row, b in zip(C, offset, strict=True):  # C_r y - t <= b_r
+            r = len(lo)
+            rows.extend([r] * (len(out) + 1))
+            cols.extend([*out.tolist(), t])
+            vals.extend([*row.tolist(), -1.0])
+            lo.append(-np.inf)
+            hi.append(float(b))
+        matrix = sparse.csr_matrix((vals, (rows, cols)), shape=(len(lo), total + 1))
+        objective = np.zeros(total + 1)
+        objective[t] = 1.0
+        return self._run(
+            objective,
+            matrix,
+            lo,
+            hi,
+            [*self._var_lb, -np.inf],
+            [*self._var_ub, np.inf],
+            [*self._integer, 0],
+            time_limit,
+        )
+
+    def _run(self, objective, matrix, lo, hi, var_lb, var_ub, integer, time_limit):
+        """One HiGHS solve and its proven bound, point and status."""
         options = {"disp": False}
         if time_limit is not None:
             options["time_limit"] = max(float(time_limit), 1e-3)
         started = time.perf_counter()
         res = milp(
             objective,
-            integrality=np.asarray(self._integer),
-            bounds=Bounds(np.asarray(self._var_lb), np.asarray(self._var_ub)),
-            constraints=LinearConstraint(
-                matrix, np.asarray(self._lo), np.asarray(self._hi)
-            ),
+            integrality=np.asarray(integer),
+            bounds=Bounds(np.asarray(var_lb), np.asarray(var_ub)),
+            constraints=LinearConstraint(matrix, np.asarray(lo), np.asarray(hi)),
             options=options,
         )
         seconds = time.perf_counter() - started

@@ -163,13 +163,15 @@ def bab_stage(
             spec = np.zeros((len(open_classes), classes))
             spec[:, y[s]] = 1.0
             spec[np.arange(len(open_classes)), open_classes] = -1.0
+            xs, label = x[s : s + 1], y[s]
             result = relu_bab(
-                model,
                 graph,
-                x[s : s + 1],
-                y[s],
-                spec,
+                xs,
                 perturbation,
+                spec,
+                lambda point, xs=xs, label=label: _confirmed(
+                    model, point, xs, label, perturbation
+                ),
                 stop - time.perf_counter(),
                 **options,
             )

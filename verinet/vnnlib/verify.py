@@ -8,6 +8,11 @@ the whole box, a PGD attack, then input splitting (branch and bound on the
 widest input) until every sub-box is proven or the time runs out. Every stage
 checks the deadline (PGD before each of its steps), so once the time is up
 the answer comes after at most one more model evaluation or batch of bounds.
+
+Networks with more than ``INPUT_SPLIT_MAX`` inputs, where splitting the
+input box gains little, go instead to branch and bound on ReLU splits
+(beta-CROWN bounds in float64, the exact MILP at the leaves; see
+``verinet.complete``) once the whole box is not proven.
 """
 
 from __future__ import annotations
@@ -26,10 +31,16 @@ from verinet.bounds.api import resolve_method
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.perturbation import Box
 from verinet.bounds.precision import float64_promotion, ieee_float32
-from verinet.errors import InvalidInputError, VnnlibError
+from verinet.complete.bab import relu_bab
+from verinet.complete.milp import check_milp_supported
+from verinet.errors import InvalidInputError, UnsupportedLayerError, VnnlibError
 from verinet.vnnlib.parser import Property, Region, read
 
 STATUSES = ("sat", "unsat", "unknown")
+#: Networks with at most this many inputs are verified by splitting the input
+#: box; larger ones by branch and bound on ReLU splits (when every layer is
+#: piecewise linear).
+INPUT_SPLIT_MAX = 10
 #: Sub-boxes kept waiting at most; beyond this the answer is "unknown".
 MAX_OPEN_BOXES = 200_000
 
@@ -87,6 +98,7 @@ class _Problem:
         self.method = method
         self.tolerance = tolerance
         self.dtype = dtype
+        self.relu_splits = _relu_splits_apply(self.graph, self.shape)
 
     # -- concrete evaluation ------------------------------------------------
 
@@ -186,6 +198,18 @@ class _Problem:
                 if found is not None:
                     return found
         return None
+
+
+def _relu_splits_apply(graph, shape) -> bool:
+    """Branch and bound on ReLU splits rather than input splitting: more
+    than ``INPUT_SPLIT_MAX`` inputs and a network the MILP can encode."""
+    if int(np.prod(shape)) <= INPUT_SPLIT_MAX:
+        return False
+    try:
+        check_milp_supported(graph)
+    except UnsupportedLayerError:
+        return False
+    return any(getattr(n.rule, "piecewise_linear", False) for n in graph.nodes[1:])
 
 
 def _past(deadline) -> bool:
@@ -318,6 +342,8 @@ def _solve_region(
                 return "sat", found
             if _past(deadline):
                 return "unknown", None
+        if problem.relu_splits and len(chunk) == 1:  # the whole box is open
+            return _split_relus(problem, region, deadline, progress)
         open_lo, open_up = lower[~proven], upper[~proven]
         found = problem.try_points((open_lo + open_up) / 2, region)
         if found is not None:
@@ -333,6 +359,36 @@ def _solve_region(
             left_up[axis], right_lo[axis] = mid, mid
             queue.extend([(lo, left_up), (right_lo, up)])
     return ("unknown", None) if gave_up else ("unsat", None)
+
+
+def _split_relus(problem: _Problem, region: Region, deadline, progress):
+    """Branch and bound on ReLU splits (``verinet.complete.relu_bab``), one
+    spec of the region at a time: a spec is impossible on a domain once one
+    of its rows is bounded above its right-hand side (with the tolerance),
+    and the MILP settles the leaves."""
+    shape = (1, *problem.shape)
+    box = Box(region.lower.reshape(shape), region.upper.reshape(shape))
+    centre = ((region.lower + region.upper) / 2).reshape(shape)
+    unknown = False
+    for s, spec in enumerate(region.specs):
+        progress.stage(
+            f"branch and bound on ReLU splits, spec {s + 1}/{len(region.specs)}"
+        )
+        result = relu_bab(
+            problem.graph,
+            centre,
+            box,
+            spec.A,
+            lambda point: problem.confirm(point.ravel(), region),
+            max(deadline - time.perf_counter(), 0.0),
+            offset=spec.b + problem.tolerance * (1.0 + np.abs(spec.b)),
+            mode="any",
+            deadline=deadline,
+        )
+        if result.status == "falsified":
+            return "sat", result.counterexample
+        unknown |= result.status != "verified"
+    return ("unknown", None) if unknown else ("unsat", None)
 
 
 def _flat_output(model):
