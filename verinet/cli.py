@@ -226,6 +226,23 @@ def _export(args) -> int:
 
 
 def _verify(args) -> int:
+    parser = args.verify_parser
+    single = args.model is not None or args.property is not None
+    if args.instances is not None:
+        if single:
+            parser.error("give either MODEL and PROPERTY or --instances FILE, not both")
+        if args.results:
+            parser.error(
+                "--results is for one instance; use --results-dir with --instances"
+            )
+        return _verify_instances(args)
+    if args.model is None or args.property is None:
+        parser.error(
+            "give MODEL and PROPERTY (one instance) or --instances FILE (a "
+            "VNN-COMP instances.csv)"
+        )
+    if args.results_dir is not None:
+        parser.error("--results-dir needs --instances; use --results for one instance")
     if args.results:
         _check_output(args.results, "results file")
     from verinet.vnnlib import verify
@@ -242,6 +259,36 @@ def _verify(args) -> int:
         with open(args.results, "w") as handle:
             handle.write(result.vnncomp())
     print(result.status, flush=True)  # the last line of stdout, as VNN-COMP expects
+    return 0
+
+
+def _verify_instances(args) -> int:
+    """``verinet verify --instances FILE``: one line per instance, a summary."""
+    from verinet.vnnlib import run_instances
+
+    def show(row):
+        print(
+            f"{row['result'].status} {row['seconds']:.2f} {row['onnx']} "
+            f"{row['vnnlib']}",
+            flush=True,
+        )
+
+    rows = run_instances(
+        args.instances,
+        results_dir=args.results_dir,
+        on_result=show,
+        method=args.method,
+        attack=None if args.attack == "none" else args.attack,
+        verbose=0 if args.quiet else 1,
+    )
+    counts = {status: 0 for status in ("sat", "unsat", "unknown")}
+    for row in rows:
+        counts[row["result"].status] += 1
+    print(
+        f"{len(rows)} instance{'s' if len(rows) != 1 else ''}: "
+        f"{counts['sat']} sat, {counts['unsat']} unsat, {counts['unknown']} unknown",
+        flush=True,
+    )
     return 0
 
 
@@ -377,12 +424,29 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Prints 'unsat' (proven), 'sat' (counterexample confirmed by "
             "onnxruntime) or 'unknown' as the last line of stdout, as VNN-COMP "
-            "tools do; progress goes to stderr."
+            "tools do; progress goes to stderr. With --instances, runs every "
+            "line of a VNN-COMP instances.csv instead."
         ),
         formatter_class=_HelpFormatter,
     )
-    ver.add_argument("model", help="the .onnx network")
-    ver.add_argument("property", help="the .vnnlib property")
+    ver.add_argument("model", nargs="?", help="the .onnx network (or use --instances)")
+    ver.add_argument(
+        "property", nargs="?", help="the .vnnlib property (or use --instances)"
+    )
+    ver.add_argument(
+        "--instances",
+        metavar="FILE",
+        help="a VNN-COMP instances.csv (lines 'onnx,vnnlib,timeout'; paths "
+        "relative to its folder) to verify instead of MODEL PROPERTY; prints "
+        "'result seconds onnx vnnlib' per instance and a summary line "
+        "(default: none, verify MODEL PROPERTY)",
+    )
+    ver.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        help="with --instances: write a VNN-COMP results file per instance and "
+        "results.csv there (default: none, not written)",
+    )
     ver.add_argument(
         "--method",
         default="crown",
@@ -395,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pgd", "none"),
         help="attack that looks for counterexamples",
     )
-    ver.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    ver.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds (with --instances, each line's timeout is used instead)",
+    )
     ver.add_argument(
         "--results",
         help="also write a VNN-COMP results file (with counterexample) "
@@ -404,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument(
         "-q", "--quiet", action="store_true", help="no progress lines on stderr"
     )
-    ver.set_defaults(run=_verify)
+    ver.set_defaults(run=_verify, verify_parser=ver)
     return parser
 
 
