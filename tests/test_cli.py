@@ -114,6 +114,32 @@ def test_certify_a_keras_file(trained, capsys):
     np.testing.assert_array_equal(saved.verified, report.verified)
 
 
+def test_certify_auto_settles_samples_crown_leaves_unknown(trained, capsys):
+    """``--method auto`` runs the complete stages: no sample CROWN proves is
+    lost, and the report says which stage settled each one."""
+    folder, report = trained
+    out_report = folder / "auto_report.json"
+    args = ["certify", str(folder / "model.keras"), "--epsilon", "0.06"]
+    args += ["--limit", "12", "--method", "auto", "--timeout", "20"]
+    args += ["-q", "-o", str(out_report)]
+    assert main(args) == 0
+    saved = vn.CertificationReport.load(out_report)
+    crown = vn.certify(
+        vn.load_model(folder / "model.keras"),
+        saved.inputs,
+        saved.labels,
+        0.06,
+        input_range=saved.input_range,
+        attack=None,
+        verbose=0,
+    )
+    assert saved.method == "auto"
+    assert np.all(saved.verified[crown.verified])
+    assert saved.unknown.sum() <= crown.unknown.sum()
+    stages = saved.extra["settled_by"]
+    assert len(stages) == 12 and set(saved.extra["stage_seconds"]) >= {"crown", "milp"}
+
+
 def _channels_first_onnx(path, channels, height, width, classes=5):
     """A PyTorch CNN taking NCHW images, exported to ONNX; neither its
     kernel nor its dense layer is symmetric in H and W."""

@@ -15,6 +15,7 @@ _backend.ensure_torch_backend()
 from verinet import (  # noqa: E402
     attacks,
     bounds,
+    complete,
     datasets,
     layers,
     objectives,
@@ -55,6 +56,7 @@ __all__ = [
     "bounds",
     "certify",
     "certify_onnx",
+    "complete",
     "compute_bounds",
     "convert",
     "datasets",

@@ -189,6 +189,8 @@ def _certify(args) -> int:
         input_range=input_range,
         batch_size=args.batch_size,
         verbose=0 if args.quiet else 1,
+        timeout=args.timeout,
+        time_budget=args.time_budget,
     )
     report.extra["model"] = os.path.abspath(args.model)
     print(report.summary())
@@ -374,8 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument(
         "--method",
         default="crown",
-        choices=("ibp", "crown", "crown-ibp", "alpha-crown"),
-        help="bound method",
+        choices=("ibp", "crown", "crown-ibp", "alpha-crown", "milp", "bab", "auto"),
+        help="bound method, or a complete one: milp (exact MILP), bab (branch "
+        "and bound on ReLU splits), auto (attack, IBP, CROWN, alpha-CROWN, then "
+        "MILP or branch and bound on the samples still unknown)",
+    )
+    cert.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="complete methods: seconds per sample (default: 10)",
+    )
+    cert.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="complete methods: seconds for the whole run (default: no limit)",
     )
     cert.add_argument(
         "--attack",
