@@ -207,6 +207,13 @@ def test_auto_settles_what_crown_leaves_unknown():
         "alpha-crown",
         "milp",
     ]
+    # A sample any stage verified is never broken by a later, stronger attack.
+    strong = vn.attacks.PGD(model, eps, steps=100, restarts=8)
+    index = np.flatnonzero(auto.verified)
+    adv = strong.perturb(x[index], y[index])
+    assert np.abs(adv - x[index]).max() <= eps + 1e-6
+    preds = keras.ops.convert_to_numpy(model(adv)).argmax(axis=1)
+    np.testing.assert_array_equal(preds, y[index])
 
 
 def test_time_budget_spent_leaves_samples_unknown():

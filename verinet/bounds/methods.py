@@ -74,7 +74,8 @@ def backward_pass(
         to_input: ``True`` for CROWN (substitute through every layer);
             ``False`` to stop at nonlinear nodes and use their intervals.
         stats: optional dict; ``stats["peak"]`` is set to the largest number
-            of coefficients held for one node.
+            of coefficients held for one node, and ``stats["input_lA"]`` to
+            the lower side's coefficients on the input.
         alphas: optional lower-line slopes for ReLU-family nodes (see
             ``_ReluFamilyRule.backward``): a dict ``{node index: (alpha_lower,
             alpha_upper)}``, or an object whose ``slopes_for(i, rule, lA, uA,
@@ -107,6 +108,8 @@ def backward_pass(
         stop_here = i == 0 or (not to_input and node.rule.nonlinear)
         if stop_here:
             if i == 0:
+                if stats is not None and lA_i is not None:
+                    stats["input_lA"] = lA_i
                 lo = None if lA_i is None else perturbation.concretize(x, lA_i, -1)
                 up = None if uA_i is None else perturbation.concretize(x, uA_i, +1)
             else:

@@ -34,6 +34,7 @@ from verinet.bounds.methods import (
     interval_pass,
     output_pass,
 )
+from verinet.bounds.patches import to_dense
 from verinet.bounds.perturbation import Box
 from verinet.bounds.precision import float64_promotion
 from verinet.complete.milp import MILPEncoding
@@ -79,8 +80,10 @@ def _split_nodes(graph) -> dict[int, str]:
 def _bound_domains(
     graph, x1, perturbation, spec, domains, iterations, offset=None, mode="all"
 ):
-    """Lower bounds of ``spec`` on each domain (the batch axis), and every
-    node's bounds per domain (numpy, float64).
+    """Lower bounds of ``spec`` on each domain (the batch axis), every
+    node's bounds per domain (numpy, float64), and for each domain and row
+    the input-box vertex where the row's lower line is least
+    ``(domains, rows, inputs)``.
 
     Node bounds are CROWN's with the split neurons narrowed; the output
     bound then optimizes, by projected gradient, the ReLU lower slopes
@@ -145,6 +148,7 @@ def _bound_domains(
                     )
                     for j in betas
                 }
+                stats = {}
                 low, _ = output_pass(
                     graph,
                     C,
@@ -155,6 +159,7 @@ def _bound_domains(
                     pert,
                     alphas=store.for_pass("output"),
                     offsets=offsets,
+                    stats=stats,
                 )
             low_d = low.detach()
             best = low_d if best is None else torch.maximum(best, low_d)
@@ -190,7 +195,30 @@ def _bound_domains(
             tuple(ops.convert_to_numpy(t).reshape(count, -1) for t in pair)
             for pair in node_bounds
         ]
-    return ops.convert_to_numpy(low), bounds
+        # Each row's lower line is least at a vertex of the input box: the
+        # points to try as counterexamples.
+        box_lo, box_hi = (
+            ops.convert_to_numpy(t).reshape(count, 1, -1) for t in node_bounds[0]
+        )
+        A = ops.convert_to_numpy(to_dense(stats["input_lA"]).detach())
+        A = A.reshape(count, rows, -1)
+        corners = np.where(A >= 0, box_lo, box_hi)
+    return ops.convert_to_numpy(low), bounds, corners
+
+
+def _try_corners(graph, x, spec, offset, mode, confirm, corners):
+    """Run the model on the domains' bound-minimizing vertices; confirm the
+    first that breaks the property (cheap: one forward pass per batch)."""
+    points = corners.reshape(-1, *x.shape[1:])
+    with no_grad():
+        out = ops.convert_to_numpy(graph.model(points.astype(np.float32)))
+    slack = out.reshape(len(points), -1) @ spec.T - offset
+    broken = np.any(slack < 0, axis=1) if mode == "all" else np.all(slack <= 0, axis=1)
+    for k in np.flatnonzero(broken)[:8]:
+        found = confirm(points[k : k + 1].astype(np.float64))
+        if found is not None:
+            return found
+    return None
 
 
 def _repeat(perturbation, count):
@@ -294,9 +322,12 @@ def relu_bab(
         if time.perf_counter() >= stop:
             return answer("unknown")
         take = [heapq.heappop(queue)[2] for _ in range(min(batch, len(queue)))]
-        lower, bounds = _bound_domains(
+        lower, bounds, corners = _bound_domains(
             graph, x, perturbation, spec, take, iterations, offset, mode
         )
+        found = _try_corners(graph, x, spec, offset, mode, confirm, corners)
+        if found is not None:
+            return answer("falsified", found)
         slack = lower - offset
         bounded += len(take)
         for d, domain in enumerate(take):
