@@ -172,3 +172,48 @@ def test_answers_flip_right_at_the_exact_robustness_radius(wide_net, tmp_path):
         prop.write_text(_property(x, label, eps, 3))
         result = vn.verify(path, prop, attack=None, timeout=60)
         assert result.status == expected, (eps, _exact_margin(model, x, label, eps))
+
+
+def test_bounds_only_stops_after_one_pass_where_the_search_settles(
+    wide_net, tmp_path, monkeypatch
+):
+    """``complete=False`` answers from one whole-box bound pass and the
+    attack: on properties that CROWN alone cannot prove but the exact
+    minimum says hold, it says unknown without splitting, and the default
+    search proves them."""
+    model, path = wide_net
+    rng = np.random.default_rng(3)
+    real_bab, real_proven = verify_module.relu_bab, verify_module._Problem.proven
+    calls = {"bab": 0, "proven": 0}
+
+    def bab(*args, **kwargs):
+        calls["bab"] += 1
+        return real_bab(*args, **kwargs)
+
+    def proven(self, *args, **kwargs):
+        calls["proven"] += 1
+        return real_proven(self, *args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "relu_bab", bab)
+    monkeypatch.setattr(verify_module._Problem, "proven", proven)
+    checked = 0
+    for k in range(30):
+        x = rng.uniform(0, 1, 16).astype(np.float32)
+        label = int(keras.ops.convert_to_numpy(model(x[None])).argmax())
+        eps = 0.06
+        if _exact_margin(model, x, label, eps) <= 1e-4:
+            continue
+        prop = tmp_path / f"b{k}.vnnlib"
+        prop.write_text(_property(x, label, eps, 3))
+        calls.update(bab=0, proven=0)
+        quick = vn.verify(path, prop, timeout=60, complete=False)
+        if quick.status == "unsat":
+            continue  # CROWN alone proves this one
+        assert quick.status == "unknown"
+        assert calls == {"bab": 0, "proven": 1}
+        assert vn.verify(path, prop, timeout=60).status == "unsat"
+        assert calls["bab"] >= 1
+        checked += 1
+        if checked == 2:
+            break
+    assert checked == 2

@@ -314,3 +314,23 @@ def test_cli_single_instance_still_prints_the_status_last(bench, capsys):
         == 0
     )
     assert capsys.readouterr() == ("sat\n", "")
+
+
+@pytest.mark.parametrize("flag, complete", [([], True), (["--bounds-only"], False)])
+def test_cli_bounds_only_turns_the_search_off(bench, flag, complete, monkeypatch):
+    """``--bounds-only`` reaches ``verify`` as ``complete=False``, for one
+    instance and for an instances file alike."""
+    seen = []
+    real = verify_module.verify
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["complete"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "verify", spy)
+    monkeypatch.setattr(vnnlib, "verify", spy)
+    onnx, prop = bench / "onnx" / "net.onnx", bench / "vnnlib" / "holds.vnnlib"
+    assert main(["verify", str(onnx), str(prop), "-q", *flag]) == 0
+    argv = ["verify", "--instances", str(bench / "instances.csv"), "-q"]
+    assert main([*argv, *flag]) == 0
+    assert seen == [complete] * 4

@@ -256,6 +256,7 @@ def _verify(args) -> int:
         attack=None if args.attack == "none" else args.attack,
         timeout=args.timeout,
         verbose=0 if args.quiet else 1,
+        complete=not args.bounds_only,
     )
     if args.results:
         with open(args.results, "w") as handle:
@@ -282,6 +283,7 @@ def _verify_instances(args) -> int:
         method=args.method,
         attack=None if args.attack == "none" else args.attack,
         verbose=0 if args.quiet else 1,
+        complete=not args.bounds_only,
     )
     counts = {status: 0 for status in ("sat", "unsat", "unknown")}
     for row in rows:
@@ -474,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="pgd",
         choices=("pgd", "none"),
         help="attack that looks for counterexamples",
+    )
+    ver.add_argument(
+        "--bounds-only",
+        action="store_true",
+        help="one bound pass over the whole box and the attack, no input or "
+        "ReLU splitting: quick, answers 'unknown' more often (default: split "
+        "until settled or the timeout)",
     )
     ver.add_argument(
         "--timeout",

@@ -89,8 +89,9 @@ def _floats(array):
 class _Problem:
     """One network and property, with the tools to bound, attack and confirm."""
 
-    def __init__(self, model, session, method, tolerance, dtype):
+    def __init__(self, model, session, method, tolerance, dtype, complete=True):
         self.model = model
+        self.complete = complete
         self.graph = BoundGraph(model)
         self.session = session
         self.input_name = session.get_inputs()[0].name
@@ -342,6 +343,8 @@ def _solve_region(
                 return "sat", found
             if _past(deadline):
                 return "unknown", None
+        if not problem.complete:  # bounds and attack only: no splitting
+            return "unknown", None
         if problem.relu_splits and len(chunk) == 1:  # the whole box is open
             return _split_relus(problem, region, deadline, progress)
         open_lo, open_up = lower[~proven], upper[~proven]
@@ -412,6 +415,7 @@ def verify(
     tolerance: float = 1e-5,
     seed: int = 0,
     verbose: int = 0,
+    complete: bool = True,
 ) -> VerificationResult:
     """Decide a VNN-LIB property of an ONNX network.
 
@@ -434,6 +438,12 @@ def verify(
         verbose: 0 (the default) is silent; 1 prints status lines to stderr
             (each stage, at most once a second, and each region's answer),
             as ``verinet verify`` does. stdout is never written to.
+        complete: ``True`` (the default) keeps working on a box the bounds
+            cannot settle: branch and bound on ReLU splits for networks with
+            more than ``INPUT_SPLIT_MAX`` inputs that the MILP encodes,
+            input splitting otherwise. ``False`` stops after one bound pass
+            over the whole box and the attack (a quick, incomplete check
+            that answers ``"unknown"`` more often).
 
     Returns:
         A ``VerificationResult`` (a ``str``): ``"unsat"`` (the property holds,
@@ -473,7 +483,12 @@ def verify(
         proto.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     problem = _Problem(
-        model, session, resolve_method(method), float(tolerance), "float64"
+        model,
+        session,
+        resolve_method(method),
+        float(tolerance),
+        "float64",
+        complete=bool(complete),
     )
     rng = np.random.default_rng(seed)
     progress = _Progress(verbose, len(prop.regions), start)
