@@ -210,6 +210,17 @@ class RobustTrainingMixin:
         ``epochs``, after the warmup) and kept from then on, also through a
         ``.keras`` save and load.
 
+        History gets ``epsilon`` (the mean radius of the epoch's steps) and
+        the objective's metrics: ``verified_accuracy`` (``"ibp"``,
+        ``"crown-ibp"``: the fraction of the epoch's training samples whose
+        training bounds prove them) or ``adversarial_accuracy`` (``"pgd"``,
+        ``"trades"``), each a mean over samples. They are measured **at the
+        step's epsilon**, which ramps up: early in training they describe a
+        smaller radius than the target, and may fall as the ramp rises. To
+        monitor robustness at the target radius (for ``EarlyStopping`` or
+        ``ModelCheckpoint``), add ``vn.callbacks.CertifyEvery``, which writes
+        ``val_certified_accuracy``.
+
         Example:
             >>> model.compile("adam", robust="ibp", epsilon=0.1, input_range=(0, 1))
             >>> model.fit(x_train, y_train, epochs=20)

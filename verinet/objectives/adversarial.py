@@ -123,7 +123,11 @@ class TRADES(Objective):
             adv_logits = context.model(x_adv, training=context.training)
         log_clean = torch.log_softmax(y_pred, dim=-1)
         log_adv = torch.log_softmax(adv_logits, dim=-1)
-        kl = ops.mean(ops.sum(ops.exp(log_clean) * (log_clean - log_adv), axis=-1))
+        # Per-sample KL, reduced with the batch's sample (and class) weights
+        # as the clean loss is.
+        kl = context.reduce(
+            ops.sum(ops.exp(log_clean) * (log_clean - log_adv), axis=-1)
+        )
         loss = context.loss(y_pred) + self.beta * kl
         return loss, {"adversarial_accuracy": accuracy(adv_logits, y)}
 

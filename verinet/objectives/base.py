@@ -93,7 +93,9 @@ class Objective:
 
     Subclasses implement ``compute(context, x, y, y_pred)`` returning
     ``(loss, metrics)`` where ``metrics`` maps History names
-    (``"verified_accuracy"``, ``"adversarial_accuracy"``) to batch values.
+    (``"verified_accuracy"``, ``"adversarial_accuracy"``) to per-sample
+    values (one per row of the batch), which the History trackers average
+    over every sample of the epoch.
     ``requires_bounds`` marks objectives that need every layer's bound rule
     (only those build the model's bound graph, so the others accept layers
     without one); ``uses_epsilon`` is ``False`` for plain training, which
@@ -144,10 +146,9 @@ class Objective:
 
 
 def accuracy(logits, y):
-    """Fraction of rows whose argmax is the label."""
-    return ops.mean(
-        ops.cast(ops.argmax(logits, axis=-1) == ops.cast(y, "int64"), "float32")
-    )
+    """Per row 1.0 where the argmax is the label, else 0.0 (a metric tracker
+    then averages over samples, not over batch means)."""
+    return ops.cast(ops.argmax(logits, axis=-1) == ops.cast(y, "int64"), "float32")
 
 
 def serialize_value(value):

@@ -34,7 +34,9 @@ def _verified_rows(lower, y):
 
 
 def _verified(lower, y, classes):
-    return ops.mean(ops.cast(_verified_rows(lower, y), "float32"))
+    """Per sample 1.0 (verified) or 0.0: the History metric averages these
+    over every sample of the epoch, not batch means."""
+    return ops.cast(_verified_rows(lower, y), "float32")
 
 
 def _schedule_value(value, context) -> float:
@@ -215,8 +217,8 @@ class CROWNIBP(_Certified):
         )
         total = ops.maximum(crown_up[:, 0] + ops.sum(intercept, axis=-1), 1.0)
         fused = ops.log(total)
-        verified = ops.mean(
-            ops.cast(ops.logical_or(total < 2.0, _verified_rows(c_low, y)), "float32")
+        verified = ops.cast(
+            ops.logical_or(total < 2.0, _verified_rows(c_low, y)), "float32"
         )
         loss = beta * fused + (1.0 - beta) * ibp_loss
         return context.reduce(loss), verified
