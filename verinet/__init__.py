@@ -20,11 +20,17 @@ from verinet import (  # noqa: E402
     layers,
     objectives,
     schedules,
+    smoothing,
     vnnlib,
 )
 from verinet._backend import BackendError  # noqa: E402
 from verinet.bounds import compute_bounds, margin_bounds  # noqa: E402
-from verinet.certify import CertificationReport, certify  # noqa: E402
+from verinet.certify import (  # noqa: E402
+    CertificationReport,
+    ReportAnalysis,
+    certify,
+    robustness_curve,
+)
 from verinet.deploy import deploy  # noqa: E402
 from verinet.errors import (  # noqa: E402
     CertificateMismatchWarning,
@@ -48,6 +54,7 @@ __all__ = [
     "InvalidInputError",
     "MemoryBudgetError",
     "Model",
+    "ReportAnalysis",
     "Sequential",
     "SoundnessError",
     "UnsupportedLayerError",
@@ -67,7 +74,9 @@ __all__ = [
     "load_model",
     "margin_bounds",
     "objectives",
+    "robustness_curve",
     "schedules",
+    "smoothing",
     "verify",
     "vnnlib",
 ]

@@ -313,7 +313,9 @@ class L2Ball(Perturbation):
     """L2 ball, optionally intersected with the box ``input_range``.
 
     With a box the bound is the tighter of the ball's and the clipped box's
-    bounds (each set contains the intersection).
+    bounds (each set contains the intersection). For bounds only (as
+    ``certified_radius`` uses it), ``epsilon`` may also be an array of shape
+    ``(batch, 1, ..., 1)``: one radius per sample.
     """
 
     norm = "l2"
@@ -322,9 +324,10 @@ class L2Ball(Perturbation):
         A = to_dense(A)
         flat_A = _flat(A, 2)
         centre = ops.sum(flat_A * _flat(x, 1)[:, None, :], axis=-1)
-        ball = centre + sign * self.epsilon * ops.sqrt(
-            ops.sum(flat_A * flat_A, axis=-1)
-        )
+        eps = self.epsilon
+        if np.ndim(eps) > 0:  # one radius per sample, shape (batch, 1, ..., 1)
+            eps = ops.reshape(like_tensor(eps, x), (x.shape[0], 1))
+        ball = centre + sign * eps * ops.sqrt(ops.sum(flat_A * flat_A, axis=-1))
         if self.input_range is None:
             return ball
         lower, upper = self.box(x)

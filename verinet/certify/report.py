@@ -123,6 +123,40 @@ class CertificationReport:
         """Fraction the attack did not break (an upper bound on robust accuracy)."""
         return float(np.mean(~self.falsified))
 
+    def analyze(self, top: int = 10, bins: int = 20):
+        """Break the verdicts down: per class, by margin, weakest inputs.
+
+        Falsified samples are real vulnerabilities (the attack broke them or
+        the clean input is misclassified); unknown ones lack a certificate
+        because the bound was too loose (a tighter method, or complete
+        verification, may settle them).
+
+        Args:
+            top: how many least certified inputs to list.
+            bins: histogram bins of the smallest margin bounds.
+
+        Returns:
+            A ``ReportAnalysis``: ``per_class`` counts (verified, attacked,
+            misclassified, unknown), ``smallest_margin`` per sample,
+            ``margin_histogram`` (counts, edges), ``least_certified``
+            indices and ``text`` (what ``print`` shows).
+
+        Example:
+            >>> print(report.analyze())
+            >>> report.analyze().per_class[3]["unknown"]
+        """
+        from verinet.certify.analysis import analyze
+
+        return analyze(self, top=top, bins=bins)
+
+    @property
+    def certified_radius(self) -> np.ndarray | None:
+        """Per sample, the largest radius the bounds proved (``certify(...,
+        radius=True)``; ``None`` otherwise). ``0.0`` where none was proven;
+        capped at ``extra["radius_max"]``."""
+        radii = self.extra.get("certified_radius")
+        return None if radii is None else np.asarray(radii, dtype=np.float64)
+
     def counterexamples(self):
         """Return ``(indices, inputs)`` of the falsified samples."""
         index = np.flatnonzero(self.falsified)
