@@ -33,12 +33,17 @@ def _margin_spec(label, classes=3):
     )
 
 
+@pytest.mark.parametrize("inherit", [False, True])
 @pytest.mark.parametrize("iterations", [0, 15])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_every_domain_bound_is_below_the_domains_exact_minimum(seed, iterations):
+def test_every_domain_bound_is_below_the_domains_exact_minimum(
+    seed, iterations, inherit
+):
     """Random split domains (some empty): the bound of each row never exceeds
     the exact minimum over the inputs whose activations match the splits,
-    for CROWN on narrowed bounds and after optimizing slopes and betas."""
+    for CROWN on narrowed bounds and after optimizing slopes and betas; also
+    when the domains inherit the unsplit root's node bounds (narrowed at
+    their splits) instead of recomputing them."""
     model = _mlp((4, 3), seed, slope=0.1 * (seed == 2))
     slope = 0.1 * (seed == 2)
     _, graph = bound_model(model)
@@ -54,8 +59,19 @@ def test_every_domain_bound_is_below_the_domains_exact_minimum(seed, iterations)
         for _ in range(12)
     ]
     spec = _margin_spec(0)
-    lower, bounds, _ = _bound_domains(
-        graph, x, LinfBall(eps), spec, domains, iterations
+    inherited = None
+    if inherit:
+        root = {
+            j: np.zeros(n, dtype=np.int8) for j, n in zip(nodes, (4, 3), strict=True)
+        }
+        _, root_bounds, *_ = _bound_domains(graph, x, LinfBall(eps), spec, [root], 0)
+        shapes = [low.shape[1:] for low, _ in root_bounds]
+        flat = [
+            (lo[0], up[0], s) for (lo, up), s in zip(root_bounds, shapes, strict=True)
+        ]
+        inherited = [flat] * len(domains)
+    lower, bounds, *_ = _bound_domains(
+        graph, x, LinfBall(eps), spec, domains, iterations, inherited=inherited
     )
     checked = 0
     for d, domain in enumerate(domains):

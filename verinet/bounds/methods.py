@@ -75,7 +75,9 @@ def backward_pass(
             ``False`` to stop at nonlinear nodes and use their intervals.
         stats: optional dict; ``stats["peak"]`` is set to the largest number
             of coefficients held for one node, and ``stats["input_lA"]`` to
-            the lower side's coefficients on the input.
+            the lower side's coefficients on the input; if it holds a
+            ``"node_lA"`` dict, that gets each reached node's lower-side
+            coefficients by node index.
         alphas: optional lower-line slopes for ReLU-family nodes (see
             ``_ReluFamilyRule.backward``): a dict ``{node index: (alpha_lower,
             alpha_upper)}``, or an object whose ``slopes_for(i, rule, lA, uA,
@@ -100,6 +102,8 @@ def backward_pass(
             lA_i = to_dense(lA_i) + offsets[i]
         node = graph.nodes[i]
         if stats is not None:
+            if "node_lA" in stats and lA_i is not None:
+                stats["node_lA"][i] = lA_i
             distinct = {id(a): a for a in (lA_i, uA_i) if a is not None}
             held = sum(numel(a) for a in distinct.values())
             stats["peak"] = max(stats.get("peak", 0), held)

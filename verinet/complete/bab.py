@@ -12,9 +12,11 @@ unstable neurons left is handed to the exact MILP (``milp.py``) with its
 narrowed bounds, which settles it: proven, or a candidate counterexample
 that the float32 model must confirm.
 
-Branching picks, per domain, the unstable neuron whose triangle relaxation
-is the widest (``-l u / (u - l)``, the largest gap between the ReLU and its
-upper line).
+Branching picks, per domain, the unstable neuron with the largest BaBSR
+score: the intercept ``-l u / (u - l)`` of its upper line (the largest gap
+between the ReLU and that line) weighted by how much the output bound pays
+for it (the negative part of its coefficient in the output's lower bound);
+ties, e.g. all zero, go to the widest gap.
 """
 
 from __future__ import annotations
@@ -65,27 +67,42 @@ class BaBResult:
     seconds: float
 
 
-def _split_nodes(graph) -> dict[int, str]:
-    """Nodes whose neurons may be split: inputs of ReLU-family rules."""
+def _split_nodes(graph) -> dict[int, int]:
+    """Nodes whose neurons may be split (inputs of ReLU-family rules), each
+    with the index of the activation node it feeds."""
     out = {}
-    for node in graph.nodes[1:]:
-        if getattr(node.rule, "piecewise_linear", False) and hasattr(
-            node.rule, "_slope"
+    for i, node in enumerate(graph.nodes):
+        if (
+            i
+            and getattr(node.rule, "piecewise_linear", False)
+            and hasattr(node.rule, "_slope")
         ):
             (j,) = node.inputs
-            out[j] = node.name
+            out[j] = i
     return out
 
 
 def _bound_domains(
-    graph, x1, perturbation, spec, domains, iterations, offset=None, mode="all"
+    graph,
+    x1,
+    perturbation,
+    spec,
+    domains,
+    iterations,
+    offset=None,
+    mode="all",
+    inherited=None,
 ):
     """Lower bounds of ``spec`` on each domain (the batch axis), every
     node's bounds per domain (numpy, float64), and for each domain and row
     the input-box vertex where the row's lower line is least
     ``(domains, rows, inputs)``.
 
-    Node bounds are CROWN's with the split neurons narrowed; the output
+    Node bounds are CROWN's with the split neurons narrowed, or, with
+    ``inherited`` (per domain, its parent's node bounds: a list of flat
+    ``(lower, upper)`` per node), the parent's bounds with the new splits
+    narrowed: a domain is a subset of its parent, so they still hold, and
+    only the output is bounded again (as beta-CROWN does). The output
     bound then optimizes, by projected gradient, the ReLU lower slopes
     (alpha) and one multiplier ``beta >= 0`` per split neuron and row, which
     adds ``-beta * s * z`` (``s`` the split's sign, so ``s z >= 0`` on the
@@ -122,7 +139,10 @@ def _bound_domains(
     pert = _repeat(perturbation, count)
     with float64_promotion():
         with torch.no_grad():
-            node_bounds = crown_pass(graph, xb, pert, clamp=clamp)
+            if inherited is None:
+                node_bounds = crown_pass(graph, xb, pert, clamp=clamp)
+            else:
+                node_bounds = _stack_bounds(inherited, clamp)
             C = ops.convert_to_tensor(
                 np.repeat(spec[None], count, axis=0), dtype="float64"
             )
@@ -148,7 +168,7 @@ def _bound_domains(
                     )
                     for j in betas
                 }
-                stats = {}
+                stats = {"node_lA": {}}
                 low, _ = output_pass(
                     graph,
                     C,
@@ -203,7 +223,45 @@ def _bound_domains(
         A = ops.convert_to_numpy(to_dense(stats["input_lA"]).detach())
         A = A.reshape(count, rows, -1)
         corners = np.where(A >= 0, box_lo, box_hi)
-    return ops.convert_to_numpy(low), bounds, corners
+        scores = _branch_scores(graph, stats["node_lA"], bounds, count, rows)
+    return ops.convert_to_numpy(low), bounds, corners, scores
+
+
+def _branch_scores(graph, node_lA, bounds, count, rows):
+    """Per split node ``j``, ``(domains, neurons)`` scores of splitting each
+    neuron (BaBSR's intercept score): the output bound pays for an unstable
+    neuron's upper line through the negative part of the coefficient on the
+    activation's output, times the line's intercept ``-l u / (u - l)``."""
+    scores = {}
+    for j, i in _split_nodes(graph).items():
+        if i not in node_lA:
+            continue
+        A = ops.convert_to_numpy(to_dense(node_lA[i]).detach()).reshape(count, rows, -1)
+        low, up = bounds[j]
+        unstable = (low < 0) & (up > 0)
+        width = np.where(unstable, up - low, 1.0)
+        intercept = np.where(unstable, -low * up / width, 0.0)
+        scores[j] = np.sum(np.maximum(-A, 0.0), axis=1) * intercept
+    return scores
+
+
+def _stack_bounds(inherited, clamp):
+    """Node bounds of a batch of domains from each one's inherited flat
+    bounds (the input's shape from the first domain), split neurons
+    narrowed by ``clamp``."""
+    out = []
+    for i in range(len(inherited[0])):
+        shape = inherited[0][i][2]
+        pair = []
+        for side in (0, 1):
+            rows = np.stack([bounds[i][side] for bounds in inherited])
+            pair.append(
+                ops.convert_to_tensor(
+                    rows.reshape(len(inherited), *shape), dtype="float64"
+                )
+            )
+        out.append(clamp(i, *pair))
+    return out
 
 
 def _try_corners(graph, x, spec, offset, mode, confirm, corners):
@@ -310,7 +368,8 @@ def relu_bab(
     shapes = _node_shapes(graph, x, perturbation)
     root = {j: np.zeros(int(np.prod(shapes[j])), dtype=np.int8) for j in nodes}
     proven = np.full(rows, np.inf)
-    queue = [(0.0, 0, root)]  # (how far from proven, tie-break, domain)
+    # (how far from proven, tie-break, domain, the parent's node bounds)
+    queue = [(0.0, 0, root, None)]
     counter = bounded = 0
     unresolved = False
 
@@ -321,9 +380,19 @@ def relu_bab(
     while queue:
         if time.perf_counter() >= stop:
             return answer("unknown")
-        take = [heapq.heappop(queue)[2] for _ in range(min(batch, len(queue)))]
-        lower, bounds, corners = _bound_domains(
-            graph, x, perturbation, spec, take, iterations, offset, mode
+        popped = [heapq.heappop(queue) for _ in range(min(batch, len(queue)))]
+        take = [entry[2] for entry in popped]
+        parents = [entry[3] for entry in popped]
+        lower, bounds, corners, scores = _bound_domains(
+            graph,
+            x,
+            perturbation,
+            spec,
+            take,
+            iterations,
+            offset,
+            mode,
+            inherited=None if parents[0] is None else parents,
         )
         found = _try_corners(graph, x, spec, offset, mode, confirm, corners)
         if found is not None:
@@ -350,13 +419,24 @@ def relu_bab(
                 elif kind == "proven" and value is not None:
                     proven = np.minimum(proven, np.maximum(lower[d], value))
                 continue
-            j, k, _ = max(free, key=lambda t: t[2])
+            j, k, _ = max(free, key=lambda t: (_score(scores, d, t), t[2]))
+            mine = [
+                (lo[d], up[d], shape)
+                for (lo, up), shape in zip(bounds, shapes, strict=True)
+            ]
             for sign in (1, -1):
                 child = {n: s.copy() for n, s in domain.items()}
                 child[j][k] = sign
                 counter += 1
-                heapq.heappush(queue, (float(worst(slack[d])), counter, child))
+                entry = (float(worst(slack[d])), counter, child, mine)
+                heapq.heappush(queue, entry)
     return answer("unknown" if unresolved else "verified")
+
+
+def _score(scores, d, neuron) -> float:
+    """The branching score of ``(node, index, gap)`` in domain ``d``."""
+    j, k, _ = neuron
+    return float(scores[j][d, k]) if j in scores else 0.0
 
 
 def _since(started) -> float:
