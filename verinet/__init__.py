@@ -15,6 +15,7 @@ _backend.ensure_torch_backend()
 from verinet import (  # noqa: E402
     attacks,
     bounds,
+    callbacks,
     complete,
     datasets,
     layers,
@@ -42,6 +43,7 @@ from verinet.errors import (  # noqa: E402
 )
 from verinet.models import Model, Sequential, convert  # noqa: E402
 from verinet.onnx import certify_onnx, export_onnx, from_onnx  # noqa: E402
+from verinet.refine import refine  # noqa: E402
 from verinet.saving import load_model  # noqa: E402
 from verinet.vnnlib import verify  # noqa: E402
 
@@ -61,6 +63,7 @@ __all__ = [
     "VerinetError",
     "attacks",
     "bounds",
+    "callbacks",
     "certify",
     "certify_onnx",
     "complete",
@@ -74,6 +77,7 @@ __all__ = [
     "load_model",
     "margin_bounds",
     "objectives",
+    "refine",
     "robustness_curve",
     "schedules",
     "smoothing",
