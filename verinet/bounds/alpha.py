@@ -125,6 +125,28 @@ class AlphaCROWN(CROWN):
         )
 
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
+        low, up, _ = self._optimize(graph, x, perturbation, C, lower, upper)
+        return low, up
+
+    def node_bounds(self, graph, x, perturbation, C=None):
+        """Every node's bounds, the hidden layers' under optimized slopes.
+
+        The slopes are optimized for the lower bound of ``C @ output`` (the
+        identity if ``None``); each step's node bounds are valid, so the
+        tightest seen for each neuron (intersected with CROWN's) is kept.
+        Branch and bound starts from these.
+
+        Returns:
+            A list of ``(lower, upper)`` tensors per node.
+
+        Example:
+            >>> bounds = vn.bounds.AlphaCROWN().node_bounds(graph, x, ball)
+        """
+        return self._optimize(graph, x, perturbation, C, True, False)[2]
+
+    def _optimize(self, graph, x, perturbation, C, lower, upper):
+        """``(lower, upper, node bounds)``: the output bounds and the
+        tightest node bounds seen over the steps."""
         if keras.backend.backend() != "torch":
             raise InvalidInputError("alpha-CROWN needs Keras's torch backend.")
         import torch
@@ -142,6 +164,7 @@ class AlphaCROWN(CROWN):
         store = SlopeStore()
         best_low = best_up = None
         optimizer = scheduler = None
+        tightest = list(reference)
         for step in range(self.iterations + 1):
             with torch.enable_grad():
                 node_bounds = reference
@@ -149,6 +172,15 @@ class AlphaCROWN(CROWN):
                     node_bounds = self._hidden_bounds(
                         graph, x, perturbation, reference, plan, optimized, store
                     )
+                    tightest = [
+                        (
+                            ops.maximum(t_low, n_low.detach()),
+                            ops.minimum(t_up, n_up.detach()),
+                        )
+                        for (t_low, t_up), (n_low, n_up) in zip(
+                            tightest, node_bounds, strict=True
+                        )
+                    ]
                 low, up = output_pass(
                     graph,
                     spec,
@@ -186,7 +218,7 @@ class AlphaCROWN(CROWN):
                     p.clamp_(floor, 1.0)
         low = None if best_low is None else ops.maximum(best_low, ibp_low)
         up = None if best_up is None else ops.minimum(best_up, ibp_up)
-        return low, up
+        return low, up, tightest
 
     def _affordable(self, plan, costs, reference):
         """Refined nodes whose optimization graph fits the memory budget,

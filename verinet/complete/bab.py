@@ -328,6 +328,7 @@ def relu_bab(
     leaf_milp: int = 12,
     iterations: int = 20,
     deadline=None,
+    root_bounds=None,
 ) -> BaBResult:
     """Prove ``spec @ f(x') - offset > 0`` over the perturbation set (every
     row with ``mode="all"``, at least one row with ``mode="any"``), or find
@@ -353,6 +354,10 @@ def relu_bab(
         iterations: gradient steps on the slopes and split multipliers
             per batch of domains (0: CROWN on the narrowed bounds only).
         deadline: optional ``time.perf_counter()`` value to stop at.
+        root_bounds: every node's bounds ``(lower, upper)`` on the whole
+            set, shaped ``(1, *node shape)`` (default: alpha-CROWN's, its
+            hidden-layer slopes optimized for ``spec`` over ``iterations``
+            steps); every domain starts from them.
 
     Returns:
         A ``BaBResult`` (``lower`` is meaningful for ``mode="all"``).
@@ -368,8 +373,20 @@ def relu_bab(
     shapes = _node_shapes(graph, x, perturbation)
     root = {j: np.zeros(int(np.prod(shapes[j])), dtype=np.int8) for j in nodes}
     proven = np.full(rows, np.inf)
+    if time.perf_counter() >= stop:
+        return BaBResult("unknown", np.full(rows, -np.inf), None, 0, _since(started))
+    if root_bounds is None:
+        root_bounds = start_bounds(graph, x, perturbation, spec, iterations)
+    start = [
+        (
+            np.asarray(lo, dtype=np.float64).reshape(-1),
+            np.asarray(up, dtype=np.float64).reshape(-1),
+            shape,
+        )
+        for (lo, up), shape in zip(root_bounds, shapes, strict=True)
+    ]
     # (how far from proven, tie-break, domain, the parent's node bounds)
-    queue = [(0.0, 0, root, None)]
+    queue = [(0.0, 0, root, start)]
     counter = bounded = 0
     unresolved = False
 
@@ -392,7 +409,7 @@ def relu_bab(
             iterations,
             offset,
             mode,
-            inherited=None if parents[0] is None else parents,
+            inherited=parents,
         )
         found = _try_corners(graph, x, spec, offset, mode, confirm, corners)
         if found is not None:
@@ -437,6 +454,22 @@ def _score(scores, d, neuron) -> float:
     """The branching score of ``(node, index, gap)`` in domain ``d``."""
     j, k, _ = neuron
     return float(scores[j][d, k]) if j in scores else 0.0
+
+
+def start_bounds(graph, x, perturbation, spec, iterations=20):
+    """alpha-CROWN's node bounds of the whole set (float64 numpy), its
+    slopes optimized for the rows of ``spec`` ``(rows, outputs)``: where
+    ``relu_bab`` starts (pass them as its ``root_bounds`` to share them
+    between searches on one set)."""
+    from verinet.bounds.alpha import AlphaCROWN
+
+    with float64_promotion(), no_grad():
+        xb = ops.convert_to_tensor(np.asarray(x, dtype=np.float64), dtype="float64")
+        C = ops.convert_to_tensor(spec[None], dtype="float64")
+        bounds = AlphaCROWN(iterations=iterations).node_bounds(
+            graph, xb, perturbation, C
+        )
+        return [tuple(ops.convert_to_numpy(t) for t in pair) for pair in bounds]
 
 
 def _since(started) -> float:

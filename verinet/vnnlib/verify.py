@@ -31,7 +31,7 @@ from verinet.bounds.api import resolve_method
 from verinet.bounds.graph import BoundGraph
 from verinet.bounds.perturbation import Box
 from verinet.bounds.precision import float64_promotion, ieee_float32
-from verinet.complete.bab import relu_bab
+from verinet.complete.bab import relu_bab, start_bounds
 from verinet.complete.milp import check_milp_supported
 from verinet.errors import InvalidInputError, UnsupportedLayerError, VnnlibError
 from verinet.vnnlib.parser import Property, Region, read
@@ -331,7 +331,8 @@ def _solve_region(
         chunk, queue = queue[:batch], queue[batch:]
         lower = np.stack([lo for lo, _ in chunk])
         upper = np.stack([up for _, up in chunk])
-        proven = problem.proven(lower, upper, region).all(axis=1)
+        by_spec = problem.proven(lower, upper, region)
+        proven = by_spec.all(axis=1)
         settled += int(proven.sum())
         if proven.all():
             continue
@@ -346,7 +347,7 @@ def _solve_region(
         if not problem.complete:  # bounds and attack only: no splitting
             return "unknown", None
         if problem.relu_splits and len(chunk) == 1:  # the whole box is open
-            return _split_relus(problem, region, deadline, progress)
+            return _split_relus(problem, region, deadline, progress, by_spec[0])
         open_lo, open_up = lower[~proven], upper[~proven]
         found = problem.try_points((open_lo + open_up) / 2, region)
         if found is not None:
@@ -364,16 +365,26 @@ def _solve_region(
     return ("unknown", None) if gave_up else ("unsat", None)
 
 
-def _split_relus(problem: _Problem, region: Region, deadline, progress):
+def _split_relus(problem: _Problem, region: Region, deadline, progress, done):
     """Branch and bound on ReLU splits (``verinet.complete.relu_bab``), one
-    spec of the region at a time: a spec is impossible on a domain once one
+    spec of the region at a time (those the whole-box bounds left open,
+    ``done`` marks the others): a spec is impossible on a domain once one
     of its rows is bounded above its right-hand side (with the tolerance),
-    and the MILP settles the leaves."""
+    and the MILP settles the leaves. Every search starts from the same
+    alpha-CROWN node bounds of the box, optimized for the open specs'
+    rows together."""
     shape = (1, *problem.shape)
     box = Box(region.lower.reshape(shape), region.upper.reshape(shape))
     centre = ((region.lower + region.upper) / 2).reshape(shape)
+    open_specs = [s for s in range(len(region.specs)) if not done[s]]
+    progress.stage("alpha-CROWN bounds of the box for branch and bound")
+    rows = np.concatenate([region.specs[s].A for s in open_specs])
+    root = start_bounds(problem.graph, centre, box, rows)
     unknown = False
-    for s, spec in enumerate(region.specs):
+    for s in open_specs:
+        spec = region.specs[s]
+        if _past(deadline):
+            return "unknown", None
         progress.stage(
             f"branch and bound on ReLU splits, spec {s + 1}/{len(region.specs)}"
         )
@@ -387,6 +398,7 @@ def _split_relus(problem: _Problem, region: Region, deadline, progress):
             offset=spec.b + problem.tolerance * (1.0 + np.abs(spec.b)),
             mode="any",
             deadline=deadline,
+            root_bounds=root,
         )
         if result.status == "falsified":
             return "sat", result.counterexample
