@@ -425,3 +425,48 @@ def test_unknown_method_lists_alpha_crown():
     model = _mlp()
     with pytest.raises(vn.InvalidInputError, match="alpha-crown"):
         vn.compute_bounds(model, np.zeros((1, 5), np.float32), 0.1, method="beta")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_node_bounds_hold_every_sampled_activation_and_tighten_crowns(kind):
+    """``AlphaCROWN.node_bounds`` (where branch and bound starts): every
+    hidden value of points sampled in the ball (random corners included,
+    where a ReLU net's extremes lie) is inside its node's bounds, which are
+    never looser than CROWN's and tighter somewhere."""
+    rng = np.random.default_rng(11)
+    model = _mlp() if kind == "mlp" else _cnn()
+    model = randomize_weights(model, rng, scale=1.5)
+    shape = model.inputs[0].shape[1:]
+    x = random_inputs(shape, 1, rng, (0.0, 1.0)).astype(np.float64)
+    eps = 0.15
+    _, graph = vn.bounds.graph.bound_model(model)
+    ball = LinfBall(eps, (0.0, 1.0))
+    with vn.bounds.precision.float64_promotion():
+        xt = keras.ops.convert_to_tensor(x, dtype="float64")
+        with torch.no_grad():
+            crown = crown_pass(graph, xt, ball)
+        alpha = AlphaCROWN(iterations=20).node_bounds(graph, xt, ball)
+    lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+    n = 4000
+    corners = np.where(rng.uniform(size=(n // 2, *shape)) < 0.5, lo, hi)
+    inside = rng.uniform(lo, hi, size=(n // 2, *shape))
+    points = np.concatenate([corners, inside]).astype(np.float32)
+    tighter = 0
+    for i, ((a_low, a_up), (c_low, c_up)) in enumerate(zip(alpha, crown, strict=True)):
+        a_low, a_up, c_low, c_up = (
+            keras.ops.convert_to_numpy(t).reshape(-1)
+            for t in (a_low, a_up, c_low, c_up)
+        )
+        assert np.all(a_low >= c_low - 1e-9) and np.all(a_up <= c_up + 1e-9), i
+        tighter += int(np.sum(a_low > c_low + 1e-6) + np.sum(a_up < c_up - 1e-6))
+        if i == 0:
+            continue
+        values = (
+            keras.Sequential(model.layers[:i])(points)
+            if i < len(model.layers) + 1
+            else model(points)
+        )
+        values = keras.ops.convert_to_numpy(values).reshape(n, -1)
+        assert np.all(values >= a_low - 1e-5), i
+        assert np.all(values <= a_up + 1e-5), i
+    assert tighter > 0
