@@ -181,6 +181,43 @@ class CertificationReport:
             text += f", input_range=({low}, {high})"
         return text + (f", attack={self.attack}" if self.attack else ", no attack")
 
+    def plot(self, kind: str = "verdicts", **kwargs):
+        """Draw the report with matplotlib (see ``vn.plot``).
+
+        Args:
+            kind: ``"verdicts"`` (``vn.plot.verdicts_per_class``: stacked
+                bars of the verdicts per class), ``"margins"``
+                (``vn.plot.margin_histogram``: the smallest margin bounds) or
+                ``"counterexamples"`` (``vn.plot.counterexamples``: clean
+                inputs beside the attack's counterexamples).
+            **kwargs: passed on to that function (``ax``, ``bins``,
+                ``model``, ``count``, ``class_names``, ``fig``...).
+
+        Returns:
+            The ``matplotlib.figure.Figure``.
+
+        Raises:
+            InvalidInputError: for an unknown ``kind``, and whatever the
+                plotting function refuses.
+
+        Example:
+            >>> report.plot("margins", bins=40).savefig("margins.png")
+        """
+        from verinet import plot
+        from verinet.errors import InvalidInputError
+
+        kinds = {
+            "verdicts": plot.verdicts_per_class,
+            "margins": plot.margin_histogram,
+            "counterexamples": plot.counterexamples,
+        }
+        if kind not in kinds:
+            raise InvalidInputError(
+                f"Unknown plot kind {kind!r}; choose one of "
+                f"{', '.join(map(repr, kinds))}."
+            )
+        return kinds[kind](self, **kwargs)
+
     # -- display -----------------------------------------------------------
 
     def __repr__(self) -> str:

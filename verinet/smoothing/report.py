@@ -129,6 +129,23 @@ class SmoothingReport:
             result = ok.mean(axis=0).reshape(r.shape)
         return float(result) if r.ndim == 0 else result
 
+    def plot(self, **kwargs):
+        """Draw certified accuracy against the L2 radius (see
+        ``vn.plot.smoothing_certified_accuracy``).
+
+        Args:
+            **kwargs: ``radii`` and ``ax``, passed on.
+
+        Returns:
+            The ``matplotlib.figure.Figure``.
+
+        Example:
+            >>> report.plot().savefig("smoothing.png")
+        """
+        from verinet.plot import smoothing_certified_accuracy
+
+        return smoothing_certified_accuracy(self, **kwargs)
+
     # -- display -----------------------------------------------------------
 
     def __repr__(self) -> str:
