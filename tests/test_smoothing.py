@@ -153,15 +153,17 @@ def test_predict_abstains_exactly_when_the_binomial_test_is_inconclusive():
     # Near the boundary some points abstain and some do not; the decision must
     # be the two-sided binomial test of the two top counts at 1/2 and alpha.
     from verinet.smoothing.sampling import (
+        SELECTION,
         count_predictions,
         model_device,
-        noise_generator,
+        sample_seeds,
     )
 
     sigma, n, seed = 0.5, 2000, 3
     x = _points_at(np.linspace(0.0, 0.06, 16))
     smoothed = SmoothedClassifier(_linear_model(), sigma=sigma)
-    # The same noise (same seed, batch size and device) gives predict's counts.
+    # The same noise (same per-sample seeds, batch size and device) gives
+    # predict's counts.
     device = model_device(smoothed.model)
     counts = count_predictions(
         smoothed.model,
@@ -170,7 +172,7 @@ def test_predict_abstains_exactly_when_the_binomial_test_is_inconclusive():
         n,
         2,
         1000,
-        noise_generator(device, seed),
+        sample_seeds(seed, range(len(x)), SELECTION),
     )
     counts = counts.cpu().numpy()
     p = np.array([stats.binomtest(int(k), n, 0.5).pvalue for k in counts.max(1)])

@@ -175,7 +175,7 @@ def _fit_layout(x, shape):
     if tuple(x.shape[1:]) == tuple(shape):
         return x
     if x.ndim == 4 and tuple(np.transpose(x, (0, 3, 1, 2)).shape[1:]) == tuple(shape):
-        print("verinet: data is channels_last; transposing it to the model's NCHW.")
+        _say("verinet: data is channels_last; transposing it to the model's NCHW.")
         return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
     if int(np.prod(x.shape[1:])) == int(np.prod(shape)) and len(shape) == 1:
         return x.reshape(len(x), -1)
@@ -184,9 +184,33 @@ def _fit_layout(x, shape):
     )
 
 
+def _say(*args, **kwargs) -> None:
+    """``print`` on rank 0 only (every process prints outside torchrun)."""
+    from verinet import distributed
+
+    if distributed.rank() == 0:
+        print(*args, **kwargs)
+
+
 def _certify(args) -> int:
-    _check_output(args.output, "report")
+    """``verinet certify``; under ``torchrun`` the ranks share the samples
+    (the process group is created here from torchrun's environment) and
+    rank 0 alone prints and writes the report."""
+    from verinet import distributed
+
+    created = distributed.init()
+    try:
+        return _certify_run(args)
+    finally:
+        if created:
+            distributed.shutdown()
+
+
+def _certify_run(args) -> int:
+    from verinet import distributed
     from verinet.certify import certify
+
+    _check_output(args.output, "report")
 
     model = _load_model(args.model)
     x, y, data_range = _load_data(args.data)
@@ -209,9 +233,10 @@ def _certify(args) -> int:
         time_budget=args.time_budget,
     )
     report.extra["model"] = os.path.abspath(args.model)
-    print(report.summary())
-    report.save(args.output)
-    print(f"Report written to {args.output}")
+    if distributed.rank() == 0:
+        print(report.summary())
+        report.save(args.output)
+        print(f"Report written to {args.output}")
     return 0
 
 
@@ -397,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="certify a .keras or .onnx model on a data set; write report.json",
         description=(
             "Sort each sample into verified / falsified / unknown, print the "
-            "summary and save the report."
+            "summary and save the report. Under torchrun (torchrun "
+            "--nproc_per_node N -m verinet certify ...) the processes share "
+            "the samples and rank 0 writes the report."
         ),
         formatter_class=_HelpFormatter,
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import keras
 import numpy as np
 from keras import ops
 
+from verinet import distributed
 from verinet._validation import (
     check_batch_size,
     check_choice,
@@ -18,6 +20,7 @@ from verinet._validation import (
 from verinet.attacks import FGSM, PGD, TargetedPGD
 from verinet.bounds.api import (
     _model_dtype,
+    _samples_in_budget,
     bound_batches,
     make_perturbation,
     margin_spec,
@@ -26,7 +29,7 @@ from verinet.bounds.api import (
 from verinet.bounds.graph import bound_model
 from verinet.bounds.memory import no_grad
 from verinet.bounds.methods import interval_pass
-from verinet.bounds.perturbation import LinfBall, f32_inside
+from verinet.bounds.perturbation import NORMS, LinfBall, f32_inside
 from verinet.bounds.precision import ieee_float32
 from verinet.certify.integrity import model_weights_sha256
 from verinet.certify.radius import certified_radii, resolve_radius_max
@@ -126,6 +129,17 @@ def certify(
     ``model``'s weights (``report.weights_sha256``), the bound dtype and the
     clean inputs, and passes ``report.validate()``.
 
+    Under ``torchrun`` (``torch.distributed`` initialized with several
+    ranks) the work is shared out: rank ``r`` of ``N`` attacks and bounds
+    batches ``r, r + N, ...`` (exactly the batches one process would, so the
+    attack, which reseeds for every batch, finds the same points), each
+    later stage's samples are split the same way (whole bound chunks; single
+    samples for the complete stage), and the results are gathered, so every
+    rank returns the report one process gives. Every rank must pass the
+    same model and data (checked). ``report.seconds`` and the stage times
+    are the slowest rank's; only rank 0 shows progress bars (over its own
+    share). See ``vn.distributed``.
+
     Args:
         model: a Keras model of verinet layers, or a stock Keras model that
             ``vn.convert`` can map.
@@ -171,11 +185,15 @@ def certify(
         >>> report = vn.certify(model, x_test, y_test, 0.05, method="auto")
     """
     start = time.perf_counter()
+    distributed.warn_if_not_initialized("certify")
     x = check_x(model, x).astype(np.float32, copy=False)
     classes = model.outputs[0].shape[-1]
     y = check_y(y, len(x), classes)
     perturbation = make_perturbation(epsilon, norm, input_range, x, x.shape[1:])
     weights = model_weights_sha256(model)
+    if distributed.is_distributed():
+        distributed.check_same("model weights", weights)
+        distributed.check_same("x and y", _digest(x, y))
     origin = getattr(model, "_verinet_onnx_origin", None)
     bound_dtype = _model_dtype(model, dtype)
     model, graph = bound_model(model)  # converted once, one graph
@@ -202,15 +220,21 @@ def certify(
     )
     batch_size = check_batch_size(batch_size) or len(x)
     batches = range(0, len(x), batch_size)
+    # Rank r of N: batches r, r + N, ... (all of them in one process).
+    mine = distributed.shard(batches)
+    index = np.concatenate(
+        [np.arange(o, min(o + batch_size, len(x))) for o in mine] + [[]]
+    ).astype(np.int64)
     show = (len(batches) > 1) if verbose == "auto" else bool(verbose)
-    bar = keras.utils.Progbar(len(x), verbose=1 if show else 0, unit_name="sample")
+    show = show and distributed.rank() == 0
+    bar = keras.utils.Progbar(len(index), verbose=1 if show else 0, unit_name="sample")
     if show:
         bar.update(0)  # the bar shows at once, not after the first batch
 
     margins, predictions, adversarial, broken = [], [], [], []
     seconds = {"attack": 0.0, bound_method.name: 0.0}
     with ieee_float32():  # no TF32 in bounds, attacks or verdicts
-        for offset in batches:
+        for offset in mine:
             xb, yb = x[offset : offset + batch_size], y[offset : offset + batch_size]
             logits = ops.convert_to_numpy(model(xb, training=False))
             predictions.append(logits.argmax(axis=1))
@@ -244,10 +268,16 @@ def certify(
             seconds["attack"] += time.perf_counter() - tick
             bar.add(len(xb))
 
-        predictions = np.concatenate(predictions)
-        margin_lower = np.concatenate(margins)
-        adversarial = np.concatenate(adversarial)
-        attacked = np.concatenate(broken)
+        predictions, margin_lower, adversarial, attacked = distributed.gather_rows(
+            len(x),
+            index,
+            [
+                _join(predictions, (0,), np.int64),
+                _join(margins, (0, classes), np.float32),
+                _join(adversarial, (0, *x.shape[1:]), np.float32),
+                _join(broken, (0,), bool),
+            ],
+        )
         correct = predictions == y
         settled_by = np.full(len(x), None, dtype=object)
         settled_by[attacked] = "attack"
@@ -258,7 +288,9 @@ def certify(
             todo = np.flatnonzero(correct & ~attacked & ~proven)
             tick = time.perf_counter()
             seconds.setdefault(stage.name, 0.0)
-            if not len(todo) or (deadline is not None and tick >= deadline):
+            if not len(todo) or distributed.any_rank(
+                deadline is not None and tick >= deadline
+            ):
                 continue
             if isinstance(stage, _CompleteStage):
                 found = stage.run(
@@ -277,17 +309,9 @@ def certify(
                 attacked[todo[found]] = True
                 settled_by[todo[found]] = stage.name
             else:
-                low, _ = bound_batches(
-                    model,
-                    x[todo],
-                    perturbation,
-                    stage,
-                    margin_spec(y[todo], classes),
-                    upper=False,
-                    dtype=dtype,
-                    graph=graph,
+                low = _bound_stage(
+                    model, graph, x, y, todo, perturbation, stage, classes, dtype
                 )
-                low[np.arange(len(todo)), y[todo]] = np.inf
                 margin_lower[todo] = np.maximum(margin_lower[todo], low)
             newly = correct & np.all(margin_lower > 0, axis=1) & ~proven
             settled_by[newly] = stage.name
@@ -301,6 +325,9 @@ def certify(
             f"{bad[:10].tolist()} but the attack found adversarial examples for "
             "them. Please report it with the model and inputs."
         )
+    # Each stage's time: the slowest rank's (every rank has the same stages).
+    every = distributed.all_gather(seconds)
+    seconds = {name: max(times[name] for times in every) for name in seconds}
     misclassified = ~correct
     adversarial[misclassified] = x[misclassified]
     falsified = misclassified | attacked
@@ -322,7 +349,7 @@ def certify(
         attack=attack
         if isinstance(attack, str) or attack is None
         else type(attack).__name__,
-        seconds=time.perf_counter() - start,
+        seconds=distributed.max_over_ranks(time.perf_counter() - start),
         dtype=bound_dtype,
         weights_sha256=weights,
         inputs=np.array(x, dtype=np.float32),
@@ -332,26 +359,26 @@ def certify(
         bounds_only = [s for s in stages if not isinstance(s, _CompleteStage)]
         radii = np.zeros(len(x))  # misclassified inputs: 0
         right = np.flatnonzero(correct)
-        radii[right] = certified_radii(
+        radii[right] = _radius_stage(
             model,
             graph,
             x[right],
             y[right],
             bounds_only[-1],
-            perturbation.norm,
-            perturbation.input_range,
+            perturbation,
             radius_max,
-            proven_at=float(perturbation.epsilon),
-            proven=verified[right],
-            batch_size=batch_size,
-            dtype=dtype,
+            verified[right],
+            batch_size,
+            dtype,
         )
         _check_radii(radii, x, adversarial, attacked & correct, perturbation.norm)
         report.extra["certified_radius"] = radii.tolist()
         report.extra["radius_max"] = radius_max
         report.extra["radius_method"] = bounds_only[-1].name
-        report.extra["radius_seconds"] = round(time.perf_counter() - tick, 6)
-        report.seconds = time.perf_counter() - start
+        report.extra["radius_seconds"] = round(
+            distributed.max_over_ranks(time.perf_counter() - tick), 6
+        )
+        report.seconds = distributed.max_over_ranks(time.perf_counter() - start)
     if len(stages) > 1:
         report.extra["settled_by"] = settled_by.tolist()
         report.extra["stage_seconds"] = {k: round(v, 6) for k, v in seconds.items()}
@@ -388,26 +415,34 @@ class _CompleteStage:
         verbose,
     ):
         """Tighten ``margin_lower`` and fill ``adversarial`` for ``todo`` in
-        place; return the mask (over ``todo``) of counterexamples found."""
+        place; return the mask (over ``todo``) of counterexamples found.
+
+        Under torchrun each rank solves ``todo[rank::world_size]``."""
         show = verbose == 1 or verbose is True or (verbose == "auto" and len(todo) > 1)
+        show = show and distributed.rank() == 0
+        part = np.asarray(distributed.shard(range(len(todo))), dtype=np.int64)
+        mine = todo[part]
         bar = keras.utils.Progbar(
-            len(todo), verbose=1 if show else 0, unit_name=f"sample ({self.name})"
+            len(mine), verbose=1 if show else 0, unit_name=f"sample ({self.name})"
         )
         solve = milp_stage if self.name == "milp" else bab_stage
         outcome = solve(
             model,
             graph,
-            x[todo],
-            y[todo],
+            x[mine],
+            y[mine],
             perturbation,
-            margin_lower[todo],
+            margin_lower[mine],
             timeout,
             deadline,
             bar,
         )
-        margin_lower[todo] = np.maximum(margin_lower[todo], outcome.margins)
-        adversarial[todo[outcome.found]] = outcome.adversarial[outcome.found]
-        return outcome.found
+        margins, found, points = distributed.gather_rows(
+            len(todo), part, [outcome.margins, outcome.found, outcome.adversarial]
+        )
+        margin_lower[todo] = np.maximum(margin_lower[todo], margins)
+        adversarial[todo[found]] = points[found]
+        return found
 
 
 #: ``method="auto"`` solves the MILP of networks with at most this many
@@ -435,6 +470,91 @@ def _check_radii(radii, x, adversarial, attacked, norm) -> None:
             f"{bad[:10].tolist()} reach their counterexamples. Please report it "
             "with the model and inputs."
         )
+
+
+def _join(parts: list, empty: tuple, dtype) -> np.ndarray:
+    """The batches' arrays end to end (an empty array of ``empty`` shape
+    for a rank without batches)."""
+    return np.concatenate(parts) if parts else np.zeros(empty, dtype=dtype)
+
+
+def _digest(x: np.ndarray, y: np.ndarray) -> str:
+    """A short hash of the inputs and labels, to compare across ranks."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (x, y):
+        digest.update(str((array.shape, array.dtype)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _bound_stage(model, graph, x, y, todo, perturbation, method, classes, dtype):
+    """Lower margin bounds of the samples ``todo`` by a bound ``method``:
+    in the chunks ``bound_batches`` would bound in one process (as many as
+    fit the memory budget), rank ``r`` of ``N`` taking chunks ``r, r + N,
+    ...``; returns ``(len(todo), classes)`` on every rank."""
+    probe = todo[:1]
+    fits = _samples_in_budget(
+        graph,
+        method,
+        x[probe],
+        perturbation,
+        margin_spec(y[probe], classes),
+        _model_dtype(model, dtype),
+    )
+    size, starts, index = distributed.shard_chunks(len(todo), min(len(todo), fits))
+    lows = []
+    for begin in starts:
+        part = todo[begin : begin + size]
+        low, _ = bound_batches(
+            model,
+            x[part],
+            perturbation,
+            method,
+            margin_spec(y[part], classes),
+            upper=False,
+            dtype=dtype,
+            batch_size=size,
+            graph=graph,
+        )
+        low[np.arange(len(part)), y[part]] = np.inf
+        lows.append(low)
+    (low,) = distributed.gather_rows(
+        len(todo), index, [_join(lows, (0, classes), np.float32)]
+    )
+    return low
+
+
+def _radius_stage(
+    model, graph, x, y, method, perturbation, radius_max, proven, batch_size, dtype
+):
+    """``certified_radii`` of every sample, in the batches it would use in
+    one process, rank ``r`` of ``N`` taking batches ``r, r + N, ...``."""
+    if not len(x):
+        return np.zeros(0)
+    probe = NORMS[perturbation.norm](radius_max, perturbation.input_range)
+    fits = _samples_in_budget(graph, method, x, probe, None, _model_dtype(model, dtype))
+    size, starts, index = distributed.shard_chunks(
+        len(x), max(1, min(batch_size or len(x), fits))
+    )
+    radii = [
+        certified_radii(
+            model,
+            graph,
+            x[begin : begin + size],
+            y[begin : begin + size],
+            method,
+            perturbation.norm,
+            perturbation.input_range,
+            radius_max,
+            proven_at=float(perturbation.epsilon),
+            proven=proven[begin : begin + size],
+            batch_size=size,
+            dtype=dtype,
+        )
+        for begin in starts
+    ]
+    (radii,) = distributed.gather_rows(len(x), index, [_join(radii, (0,), np.float64)])
+    return radii
 
 
 def _values(graph) -> int:

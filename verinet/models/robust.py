@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from verinet import objectives
+from verinet import distributed, objectives
 from verinet._validation import (
     check_choice,
     check_feature_epsilon,
@@ -443,13 +443,52 @@ class RobustTrainingMixin:
                 ``fit`` stopped (0 after ``compile``), so two ``fit(epochs=2)``
                 calls follow the schedule as one ``fit(epochs=4)`` would.
 
+        Under ``torchrun`` (``torch.distributed`` initialized, several
+        ranks) ``fit`` trains data-parallel with DDP semantics, for every
+        ``robust=`` objective (see ``vn.distributed`` and docs/scaling.md):
+
+        * ``batch_size`` is the global batch. Rank ``r`` of ``N`` trains on
+          its share of each global batch, the first ``len % N`` ranks one
+          sample more (a rank's share of a short last batch may be empty).
+          Gradients are summed over the ranks weighted by their sample
+          counts in one all-reduce before ``optimizer.apply``: the gradient
+          of the global batch's mean loss. ``N`` processes reach the weights
+          one process reaches with the same ``batch_size`` (to float
+          rounding) for a deterministic objective (e.g. IBP) and
+          ``shuffle=False``; with ``shuffle=True`` the ranks share one
+          permutation per epoch (seeded from NumPy's global generator on
+          rank 0), not the one Keras would draw.
+        * Batch normalization uses each rank's own batch statistics; the
+          moving statistics are rank 0's after every epoch (as DDP's buffer
+          broadcast leaves them). Weights start as rank 0's.
+        * The epoch's logs are summed over the ranks (whole-epoch metrics,
+          the same on every rank, so ``EarlyStopping`` and
+          ``ReduceLROnPlateau`` decide alike); per-batch logs are each
+          rank's own. Validation data is evaluated whole on every rank.
+        * Non-zero ranks run with ``verbose=0`` and drop
+          ``keras.callbacks.ModelCheckpoint``: rank 0 alone writes
+          checkpoints (the weights are the same on every rank). Give other
+          callbacks that write files (``CSVLogger``, ``TensorBoard``,
+          ``BackupAndRestore``) a path per rank or create them on rank 0
+          only (``vn.distributed.rank() == 0``), except
+          ``BackupAndRestore``, which every rank needs to resume.
+        * ``steps_per_epoch`` counts global batches, the same on every rank.
+          Data that is not in memory (``PyDataset``, generator,
+          ``DataLoader``) is used as given: each rank must yield its own
+          shard and the same number of batches.
+
+        Launch with ``torchrun --nproc_per_node N script.py`` and call
+        ``vn.distributed.init()`` (gloo on CPU; NCCL with one GPU per rank,
+        ``cuda:LOCAL_RANK``) before building the model.
+
         Returns:
             Keras's ``History``; ``history.params["robust"]`` is the
             resolved objective's name (e.g. ``"crown-ibp"``).
 
         Raises:
             InvalidInputError: for bad data; the weights are left as they
-                were before the offending batch.
+                were before the offending batch. Under torchrun, also for a
+                ``batch_size`` smaller than the number of ranks.
 
         Example:
             >>> model.fit(x_train, y_train, epochs=10, validation_split=0.1)
@@ -473,6 +512,9 @@ class RobustTrainingMixin:
             validation_freq=validation_freq,
             **kwargs,
         )
+        distributed.warn_if_not_initialized("fit")
+        if distributed.is_distributed():
+            arguments, callbacks = distributed.fit_arguments(arguments, callbacks)
         state = self._robust
         if state is None:
             return super().fit(callbacks=callbacks, **arguments)
@@ -533,6 +575,8 @@ class RobustTrainingMixin:
     def train_step(self, data):
         if self._robust is not None:
             self._robust.checks.check_train_batch(self, data)
+        if distributed.is_distributed():
+            return distributed.data_parallel_step(self, data)
         return super().train_step(data)
 
     def test_step(self, data):

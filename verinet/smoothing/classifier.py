@@ -8,15 +8,18 @@ import keras
 import numpy as np
 import torch
 
+from verinet import distributed
 from verinet._validation import check_int, check_number, check_x, check_y
 from verinet.bounds.precision import ieee_float32
 from verinet.errors import InvalidInputError
 from verinet.smoothing.report import ABSTAIN, SmoothingReport
 from verinet.smoothing.sampling import (
+    ESTIMATION,
+    SELECTION,
     count_predictions,
     model_device,
     model_dtype,
-    noise_generator,
+    sample_seeds,
 )
 from verinet.smoothing.statistics import (
     abstain_p_value,
@@ -109,9 +112,14 @@ class SmoothedClassifier:
             alpha: the error probability, in ``(0, 1)``.
             batch_size: noisy copies per model call.
             seed: an int for reproducible noise (same seed, ``batch_size``
-                and device give the same result), ``None`` for fresh noise.
+                and device give the same result; each sample's noise comes
+                from the seed and its index, see ``sample_seeds``), ``None``
+                for fresh noise.
             verbose: 0 silent, 1 a progress bar over the samples, ``"auto"``
                 a bar when there is more than one sample.
+
+        Under ``torchrun`` the samples are shared out across the ranks and
+        every rank returns all predictions (see ``certify``).
 
         Returns:
             int64 array ``(samples,)``: classes, ``ABSTAIN`` (-1) where the
@@ -130,12 +138,18 @@ class SmoothedClassifier:
         n = check_int("n", n)
         alpha = _check_alpha(alpha)
         batch_size = check_int("batch_size", batch_size)
-        seed = _check_seed(seed)
-        bar = _progress_bar(len(x), verbose)
-        generator = noise_generator(model_device(self.model), seed)
+        seed = _shared_seed(_check_seed(seed))
+        self._resolve_classes(x)
+        mine = _my_samples(len(x))
+        bar = _progress_bar(len(mine), verbose)
         counts = self._counts(
-            x, n, batch_size, generator, lambda drawn: bar.update(drawn // n)
+            x[mine],
+            n,
+            batch_size,
+            sample_seeds(seed, mine, SELECTION),
+            lambda drawn: bar.update(drawn // n),
         )
+        (counts,) = distributed.gather_rows(len(x), mine, [counts])
         order = np.argsort(-counts, axis=1, kind="stable")
         predictions = np.full(len(x), ABSTAIN, dtype=np.int64)
         for i, (top, runner_up) in enumerate(order[:, :2]):
@@ -177,8 +191,17 @@ class SmoothedClassifier:
             batch_size: noisy copies per model call.
             seed: an int for reproducible noise (same seed, ``batch_size``
                 and device give the same report), ``None`` for fresh noise.
+                Sample ``i``'s selection and estimation noise come from
+                ``(seed, i)`` alone (``sample_seeds``), so they do not
+                depend on the other samples or on which rank draws them.
             verbose: 0 silent, 1 a progress bar over the samples, ``"auto"``
                 a bar when there is more than one sample.
+
+        Under ``torchrun`` (``torch.distributed`` initialized with several
+        ranks) rank ``r`` of ``N`` takes samples ``r, r + N, ...``; the
+        counts are gathered and every rank returns the report one process
+        gives (``seed=None``: rank 0's fresh seed is shared). Only rank 0
+        shows a progress bar; ``report.seconds`` is the slowest rank's.
 
         Returns:
             A ``SmoothingReport``.
@@ -195,29 +218,37 @@ class SmoothedClassifier:
             array([0.61, 0.0, 0.37])
         """
         start = time.perf_counter()
+        distributed.warn_if_not_initialized("SmoothedClassifier.certify")
         x = check_x(self.model, x)
         n0, n = check_int("n0", n0), check_int("n", n)
         alpha = _check_alpha(alpha)
         batch_size = check_int("batch_size", batch_size)
-        seed = _check_seed(seed)
+        seed = _shared_seed(_check_seed(seed))
         self._resolve_classes(x)
         labels = check_y(y, len(x), self.num_classes)
-        bar = _progress_bar(len(x), verbose)
-        # One stream: the estimation copies are drawn after, and independently
-        # of, the selection copies (progress counts both, in samples' worth).
-        generator = noise_generator(model_device(self.model), seed)
+        mine = _my_samples(len(x))
+        bar = _progress_bar(len(mine), verbose)
+        # Two streams per sample: the estimation copies are independent of
+        # the selection copies (progress counts both, in samples' worth).
         selection = self._counts(
-            x, n0, batch_size, generator, lambda d: bar.update(d // (n0 + n))
+            x[mine],
+            n0,
+            batch_size,
+            sample_seeds(seed, mine, SELECTION),
+            lambda d: bar.update(d // (n0 + n)),
         )
         candidate = selection.argmax(axis=1)
         counts = self._counts(
-            x,
+            x[mine],
             n,
             batch_size,
-            generator,
-            lambda d: bar.update((len(x) * n0 + d) // (n0 + n)),
+            sample_seeds(seed, mine, ESTIMATION),
+            lambda d: bar.update((len(mine) * n0 + d) // (n0 + n)),
         )
-        top_count = counts[np.arange(len(x)), candidate]
+        top_count = counts[np.arange(len(mine)), candidate]
+        candidate, top_count = distributed.gather_rows(
+            len(x), mine, [candidate, top_count]
+        )
         p_lower = lower_confidence_bound(top_count, n, alpha)
         certified = p_lower > 0.5
         return SmoothingReport(
@@ -231,7 +262,7 @@ class SmoothedClassifier:
             n=n,
             n0=n0,
             alpha=alpha,
-            seconds=time.perf_counter() - start,
+            seconds=distributed.max_over_ranks(time.perf_counter() - start),
         )
 
     # -- sampling -------------------------------------------------------------
@@ -250,12 +281,12 @@ class SmoothedClassifier:
             )
         self.num_classes = int(scores.shape[1])
 
-    def _counts(self, x, n, batch_size, generator, progress) -> np.ndarray:
-        """Counts ``(samples, classes)`` of ``n`` noisy copies per sample, as
-        int64 numpy."""
+    def _counts(self, x, n, batch_size, seeds, progress) -> np.ndarray:
+        """Counts ``(samples, classes)`` of ``n`` noisy copies per sample,
+        sample ``i``'s noise from ``seeds[i]``, as int64 numpy."""
         self._resolve_classes(x)
         inputs = torch.as_tensor(
-            x, dtype=model_dtype(self.model), device=generator.device
+            x, dtype=model_dtype(self.model), device=model_device(self.model)
         )
         with torch.no_grad(), ieee_float32():
             counts = count_predictions(
@@ -265,7 +296,7 @@ class SmoothedClassifier:
                 n,
                 self.num_classes,
                 batch_size,
-                generator,
+                seeds,
                 progress,
             )
         return counts.cpu().numpy()
@@ -297,8 +328,22 @@ def _check_seed(seed) -> int | None:
     return None if seed is None else check_int("seed", seed, minimum=0)
 
 
+def _shared_seed(seed: int | None) -> int:
+    """The base seed: as given, or fresh from the OS for ``None`` (rank 0's,
+    under torchrun, so every rank draws from the same streams)."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    return distributed.broadcast(seed)
+
+
+def _my_samples(count: int) -> np.ndarray:
+    """This rank's sample indices: ``r, r + N, ...`` (all in one process)."""
+    return np.asarray(distributed.shard(range(count)), dtype=np.int64)
+
+
 def _progress_bar(samples: int, verbose) -> keras.utils.Progbar:
     show = samples > 1 if verbose == "auto" else bool(verbose)
+    show = show and distributed.rank() == 0
     bar = keras.utils.Progbar(samples, verbose=1 if show else 0, unit_name="sample")
     if show:
         bar.update(0)
