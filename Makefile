@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz mutants lint format clean
+.PHONY: demo test fuzz mutants lint format clean docs docs-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,20 @@ mutants: $(STAMP)
 	$(BIN)/mutmut run --max-children $${MUTMUT_CHILDREN:-2} $(MUTANTS)
 	$(BIN)/mutmut results
 
+# The documentation site into site/ (run `make tutorials` first for the
+# tutorials with their outputs; without it they render as source).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
+
+# Build the site, then check it in headless Chromium (Debian: apt-get install
+# -y chromium): pages render, images load, no console errors.
+docs-check: docs
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q "playwright==1.65.3"
+	$(BIN)/python docs/check_site.py --site site
+
 format: $(STAMP)
 	$(BIN)/ruff format verinet tests benchmarks
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis site
