@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz mutants lint format clean docs docs-check
+.PHONY: demo test fuzz mutants lint format clean docs docs-check tutorials
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check verinet tests benchmarks
+	$(BIN)/ruff format --check verinet tests benchmarks tutorials
 
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
@@ -43,6 +43,11 @@ mutants: $(STAMP)
 	$(BIN)/mutmut run --max-children $${MUTMUT_CHILDREN:-2} $(MUTANTS)
 	$(BIN)/mutmut results
 
+# Run the tutorials in full mode and write them, with outputs and figures,
+# to docs/tutorials/*.ipynb (about 4 minutes on 2 cores).
+tutorials: $(STAMP)
+	$(BIN)/python tutorials/build.py
+
 # The documentation site into site/ (run `make tutorials` first for the
 # tutorials with their outputs; without it they render as source).
 docs: $(STAMP)
@@ -55,7 +60,7 @@ docs-check: docs
 	$(BIN)/python docs/check_site.py --site site
 
 format: $(STAMP)
-	$(BIN)/ruff format verinet tests benchmarks
+	$(BIN)/ruff format verinet tests benchmarks tutorials
 	$(BIN)/ruff check --fix .
 
 clean:
