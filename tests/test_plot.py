@@ -527,3 +527,15 @@ def test_plot_is_public():
         "training_curves",
         "verdicts_per_class",
     }
+
+
+def test_smoothing_curves_of_several_reports_can_be_told_apart(smoothing_report, ax):
+    """``label`` and ``color`` reach the line, so two reports on one axes
+    differ in the legend and in colour."""
+    vn.plot.smoothing_certified_accuracy(
+        smoothing_report, ax=ax, label="a", color="red"
+    )
+    vn.plot.smoothing_certified_accuracy(smoothing_report, ax=ax, label="b")
+    first, second = ax.lines
+    assert (first.get_label(), second.get_label()) == ("a", "b")
+    assert first.get_color() == "red" and second.get_color() != "red"

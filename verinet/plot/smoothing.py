@@ -24,6 +24,8 @@ def smoothing_certified_accuracy(
     report: SmoothingReport,
     radii: Sequence[float] | np.ndarray | None = None,
     ax: Axes | None = None,
+    label: str | None = None,
+    color: str | None = None,
 ) -> Figure:
     """Plot certified accuracy against the L2 radius, as a step curve.
 
@@ -40,6 +42,9 @@ def smoothing_certified_accuracy(
         radii: optional radii to evaluate at (numbers ``>= 0``), drawn in
             increasing order.
         ax: a matplotlib ``Axes`` to draw on; ``None`` makes a new figure.
+        label: the line's legend label (default ``"sigma = ..."``), to tell
+            several reports apart on one ``ax``.
+        color: the line's colour (default: the axes' next colour).
 
     Returns:
         The ``matplotlib.figure.Figure``; its line's x-data are the radii and
@@ -75,8 +80,8 @@ def smoothing_certified_accuracy(
         radii,
         accuracy,
         where="pre",
-        label=f"sigma = {report.sigma:g}",
-        color="tab:blue",
+        label=f"sigma = {report.sigma:g}" if label is None else label,
+        color=color,
     )
     ax.set_xlabel("L2 radius")
     ax.set_ylabel("certified accuracy")
