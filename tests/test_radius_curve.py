@@ -264,3 +264,24 @@ def test_analyze_counts_per_class_and_orders_the_weakest_inputs():
     text = str(analysis)
     assert f"verified      {int(report.verified.sum()):>6}" in text
     assert analysis.to_dict()["least_certified"] == least.tolist()
+
+
+def test_certified_accuracy_counts_correct_samples_with_a_large_enough_radius():
+    model = _relu_net(16)
+    rng = np.random.default_rng(17)
+    x = rng.uniform(0, 1, (30, 5)).astype(np.float32)
+    y = np.argmax(keras.ops.convert_to_numpy(model(x)), axis=1)
+    y[:4] = (y[:4] + 1) % 3  # misclassified: radius 0, never counted
+    report = vn.certify(model, x, y, 0.05, input_range=(0, 1), radius=True)
+    radii = report.certified_radius
+    correct = report.predictions == report.labels
+    for r in (0.0, 0.05, 0.1):
+        expected = np.mean(correct & (radii >= r))
+        assert report.certified_accuracy(r) == pytest.approx(expected)
+    curve = report.certified_accuracy([0.0, 0.05, 0.1])
+    assert np.all(np.diff(curve) <= 0) and curve[0] == pytest.approx(26 / 30)
+    assert report.certified_accuracy(0.05) == pytest.approx(report.verified_accuracy)
+    with pytest.raises(InvalidInputError, match="radius=True"):
+        vn.certify(model, x, y, 0.05).certified_accuracy(0.1)
+    with pytest.raises(InvalidInputError, match=">= 0"):
+        report.certified_accuracy([-0.1])

@@ -157,6 +157,40 @@ class CertificationReport:
         radii = self.extra.get("certified_radius")
         return None if radii is None else np.asarray(radii, dtype=np.float64)
 
+    def certified_accuracy(self, radii):
+        """Fraction of samples classified correctly with a certified radius
+        of at least ``r``, for each ``r`` in ``radii`` (needs ``certify(...,
+        radius=True)``; misclassified inputs never count).
+
+        Args:
+            radii: a number or a sequence of numbers ``>= 0``.
+
+        Returns:
+            A float for a number, else a numpy array of the same length.
+
+        Raises:
+            InvalidInputError: when the report has no certified radii, or for
+                negative or NaN radii.
+
+        Example:
+            >>> report = vn.certify(model, x, y, 0.05, radius=True)
+            >>> report.certified_accuracy([0.0, 0.05, 0.1])
+        """
+        from verinet.errors import InvalidInputError
+
+        radius = self.certified_radius
+        if radius is None:
+            raise InvalidInputError(
+                "This report has no certified radii: certify with radius=True."
+            )
+        r = np.asarray(radii, dtype=np.float64)
+        if np.any(np.isnan(r)) or np.any(r < 0):
+            raise InvalidInputError(f"radii must be numbers >= 0, got {radii!r}.")
+        correct = self.predictions == self.labels
+        ok = correct[:, None] & (radius[:, None] >= r.reshape(1, -1))
+        result = ok.mean(axis=0)
+        return float(result[0]) if r.ndim == 0 else result
+
     def counterexamples(self):
         """Return ``(indices, inputs)`` of the falsified samples."""
         index = np.flatnonzero(self.falsified)
