@@ -50,12 +50,19 @@ _tutorial_sources: list[Path] = []
 
 
 def _code_cells(notebook) -> list[str]:
-    """The code a notebook runs (cells a runner injected left out)."""
+    """The code a notebook runs: cells a runner injected and cells of
+    ``# ruff: ...`` directives alone (``tutorials/build.py`` drops those) are
+    left out."""
     return [
         cell.source.strip()
         for cell in notebook.cells
         if cell.cell_type == "code"
         and cell.source.strip()
+        and not all(
+            line.startswith("# ruff:")
+            for line in cell.source.splitlines()
+            if line.strip()
+        )
         and "injected-parameters" not in cell.get("metadata", {}).get("tags", [])
     ]
 

@@ -94,3 +94,28 @@ def test_every_tutorial_has_a_page(site):
     stems = [p.stem for p in sorted((ROOT / "tutorials").glob("[0-9]*.py"))]
     for stem in stems:
         assert (site / "tutorials" / stem / "index.html").is_file(), stem
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_freshly_built_notebook_is_not_called_stale():
+    """The site marks an executed notebook stale when its code differs from
+    the tutorial's: the cells ``tutorials/build.py`` drops (ruff directives)
+    must not count as a difference, and a real edit must."""
+    import jupytext
+
+    hooks = _load(ROOT / "docs" / "hooks.py")
+    build = _load(ROOT / "tutorials" / "build.py")
+    for path in sorted((ROOT / "tutorials").glob("[0-9]*.py")):
+        source = jupytext.read(path)
+        built = jupytext.read(path)
+        built.cells = [c for c in built.cells if not build._lint_only(c)]
+        assert hooks._code_cells(built) == hooks._code_cells(source), path.name
+        edited = [c for c in built.cells if c.cell_type == "code"]
+        edited[-1].source += "\nprint('changed')"
+        assert hooks._code_cells(built) != hooks._code_cells(source), path.name
