@@ -40,32 +40,21 @@ def build(args, folder):
     import numpy as np
 
     import verinet as vn
-    from verinet import layers as L
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from complete import small_cnn
+
+    from verinet.demo import build_mlp
 
     keras.utils.set_random_seed(0)
     try:
         (x, y), (xt, yt) = vn.datasets.fashion_mnist()
         name = "Fashion-MNIST CNN (8 4x4/2, 16 4x4/2, 100, 10)"
-        model = vn.Sequential(
-            [
-                L.Input((28, 28, 1)),
-                L.Conv2D(8, 4, strides=2, padding="same"),
-                L.ReLU(),
-                L.Conv2D(16, 4, strides=2, padding="same"),
-                L.ReLU(),
-                L.Flatten(),
-                L.Dense(100),
-                L.ReLU(),
-                L.Dense(10),
-            ]
-        )
+        model = small_cnn()
     except vn.InvalidInputError:
         (x, y), (xt, yt) = vn.datasets.digits()
         name = "digits MLP 64-256-256-10"
-        model = vn.Sequential(
-            [L.Input((8, 8, 1)), L.Flatten(), L.Dense(256), L.ReLU()]
-            + [L.Dense(256), L.ReLU(), L.Dense(10)]
-        )
+        model = build_mlp()
     model.compile("adam")
     tick = time.perf_counter()
     model.fit(x[: args.train], y[: args.train], epochs=2, batch_size=128, verbose=0)

@@ -125,7 +125,7 @@ class AlphaCROWN(CROWN):
         )
 
     def bounds(self, graph, x, perturbation, C=None, lower=True, upper=True):
-        low, up, _ = self._optimize(graph, x, perturbation, C, lower, upper)
+        low, up, _ = self._optimize(graph, x, perturbation, C, lower, upper, False)
         return low, up
 
     def node_bounds(self, graph, x, perturbation, C=None):
@@ -142,11 +142,12 @@ class AlphaCROWN(CROWN):
         Example:
             >>> bounds = vn.bounds.AlphaCROWN().node_bounds(graph, x, ball)
         """
-        return self._optimize(graph, x, perturbation, C, True, False)[2]
+        return self._optimize(graph, x, perturbation, C, True, False, True)[2]
 
-    def _optimize(self, graph, x, perturbation, C, lower, upper):
-        """``(lower, upper, node bounds)``: the output bounds and the
-        tightest node bounds seen over the steps."""
+    def _optimize(self, graph, x, perturbation, C, lower, upper, track_nodes):
+        """``(lower, upper, node bounds)``: the output bounds and, with
+        ``track_nodes``, the tightest node bounds seen over the steps
+        (``None`` otherwise)."""
         if keras.backend.backend() != "torch":
             raise InvalidInputError("alpha-CROWN needs Keras's torch backend.")
         import torch
@@ -164,7 +165,7 @@ class AlphaCROWN(CROWN):
         store = SlopeStore()
         best_low = best_up = None
         optimizer = scheduler = None
-        tightest = list(reference)
+        tightest = list(reference) if track_nodes else None
         for step in range(self.iterations + 1):
             with torch.enable_grad():
                 node_bounds = reference
@@ -172,15 +173,16 @@ class AlphaCROWN(CROWN):
                     node_bounds = self._hidden_bounds(
                         graph, x, perturbation, reference, plan, optimized, store
                     )
-                    tightest = [
-                        (
-                            ops.maximum(t_low, n_low.detach()),
-                            ops.minimum(t_up, n_up.detach()),
-                        )
-                        for (t_low, t_up), (n_low, n_up) in zip(
-                            tightest, node_bounds, strict=True
-                        )
-                    ]
+                    if track_nodes:
+                        tightest = [
+                            (
+                                ops.maximum(t_low, n_low.detach()),
+                                ops.minimum(t_up, n_up.detach()),
+                            )
+                            for (t_low, t_up), (n_low, n_up) in zip(
+                                tightest, node_bounds, strict=True
+                            )
+                        ]
                 low, up = output_pass(
                     graph,
                     spec,

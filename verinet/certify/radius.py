@@ -47,7 +47,8 @@ def certified_radii(
 
     Each sample's interval starts at ``[proven_at, radius_max]`` where
     ``proven`` is set (a radius already proven, e.g. ``certify``'s epsilon)
-    and at ``[0, proven_at or radius_max]`` elsewhere; every bisection step
+    and at ``[0, proven_at or radius_max]`` elsewhere (``proven_at`` is then
+    taken as already tried with ``method``: not proven there); every bisection step
     bounds the whole batch at once, each sample on the ball of its own
     midpoint. A returned radius ``r > 0`` was proven (the ball of radius
     ``r`` keeps the label), so every smaller ball keeps it too. Bounds are
@@ -86,10 +87,24 @@ def certified_radii(
             part = slice(start, start + size)
             xb, yb = x[part], y[part]
             lo, hi = low[part], high[part]  # views: updated in place
-            top = _proven_at(
-                graph, method, xb, yb, hi, norm, input_range, classes, dtype
-            )
-            lo[top] = hi[top]
+            # A sample not proven at ``proven_at`` (the caller bounded it
+            # there already) starts bisecting below it; the others are first
+            # tried at their top.
+            ask = proven[part] | (proven_at <= 0)
+            if ask.any():
+                index = np.flatnonzero(ask)
+                top = _proven_at(
+                    graph,
+                    method,
+                    xb[index],
+                    yb[index],
+                    hi[index],
+                    norm,
+                    input_range,
+                    classes,
+                    dtype,
+                )
+                lo[index[top]] = hi[index[top]]
             for _ in range(steps):
                 todo = lo < hi
                 if not todo.any():
