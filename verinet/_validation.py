@@ -250,6 +250,33 @@ def check_number(
     return number
 
 
+def check_vector(name: str, values, *, low: float | None = None) -> np.ndarray:
+    """``values`` as a non-empty 1-D float64 array of finite numbers
+    (``>= low`` when given); the error names the first bad position."""
+    if isinstance(values, (str, bytes)):
+        raise InvalidInputError(f"{name} must be a list of numbers, got {values!r}.")
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{name} must be a list of numbers, got {type(values).__name__}."
+        ) from exc
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidInputError(
+            f"{name} must be a non-empty 1-D list of numbers, got shape {array.shape}."
+        )
+    bad = ~np.isfinite(array)
+    if low is not None:
+        bad |= array < low
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        wanted = "finite numbers" + ("" if low is None else f" >= {low:g}")
+        raise InvalidInputError(
+            f"{name} must be {wanted}; got {array[first]!r} at position {first}."
+        )
+    return array
+
+
 def check_int(name: str, value, *, minimum: int = 1) -> int:
     """Return ``value`` as an int ``>= minimum``; bools and floats are refused.
 

@@ -3,30 +3,9 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from verinet import distributed
-from verinet.errors import InvalidInputError
-
-
-def _check_epsilons(epsilons) -> list[float]:
-    try:
-        values = np.asarray(epsilons, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"epsilons must be a list of numbers, got {epsilons!r}."
-        ) from exc
-    if values.ndim != 1 or values.size == 0:
-        raise InvalidInputError(
-            f"epsilons must be a non-empty 1-D list of radii, got shape {values.shape}."
-        )
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():
-        raise InvalidInputError(
-            f"epsilons must be finite numbers >= 0; got {values[bad][0]!r} at "
-            f"position {int(np.flatnonzero(bad)[0])}."
-        )
-    return values.tolist()
+from verinet._validation import check_vector
 
 
 def robustness_curve(
@@ -75,7 +54,7 @@ def robustness_curve(
     """
     from verinet.certify.certify import certify
 
-    values = _check_epsilons(epsilons)
+    values = check_vector("epsilons", epsilons, low=0.0).tolist()
     show = len(values) > 1 if verbose == "auto" else bool(verbose)
     show = show and distributed.rank() == 0
     bar = keras.utils.Progbar(len(values), verbose=1 if show else 0, unit_name="eps")

@@ -63,27 +63,6 @@ def check_certification_report(report):
     return report
 
 
-def vector(name: str, values, *, low: float | None = None) -> np.ndarray:
-    """``values`` as a non-empty 1-D float array of finite numbers ``>= low``."""
-    if isinstance(values, (str, bytes)):
-        raise InvalidInputError(f"{name} must be a list of numbers, got {values!r}.")
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{name} must be a list of numbers, got {type(values).__name__}."
-        ) from exc
-    if array.ndim != 1 or array.size == 0:
-        raise InvalidInputError(
-            f"{name} must be a non-empty 1-D list of numbers, got shape {array.shape}."
-        )
-    if not np.all(np.isfinite(array)):
-        raise InvalidInputError(f"{name} holds NaN or infinite values: {values!r}.")
-    if low is not None and np.any(array < low):
-        raise InvalidInputError(f"{name} must be >= {low:g}, got {array.min():g}.")
-    return array
-
-
 def same_lengths(series: dict) -> int:
     """The common length of named 1-D arrays; an error naming each otherwise."""
     lengths = {name: len(values) for name, values in series.items()}

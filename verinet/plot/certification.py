@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from verinet._validation import check_int
+from verinet._validation import check_int, check_vector
 from verinet.errors import InvalidInputError
 from verinet.plot._common import (
     COLORS,
@@ -16,7 +16,6 @@ from verinet.plot._common import (
     class_namer,
     figure_and_axes,
     same_lengths,
-    vector,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +71,7 @@ def robustness_curve(curve: Mapping, ax: Axes | None = None) -> Figure:
             f"curve lacks {missing}; expected the dict vn.robustness_curve returns "
             f"(keys {list(_CURVE_KEYS)})."
         )
-    epsilons = vector("curve['epsilons']", curve["epsilons"], low=0.0)
+    epsilons = check_vector("curve['epsilons']", curve["epsilons"], low=0.0)
     verified = _accuracies("verified_accuracy", curve["verified_accuracy"])
     attack = _accuracies("attack_accuracy", curve["attack_accuracy"])
     same_lengths(
@@ -233,7 +232,7 @@ def margin_histogram(
 
 
 def _accuracies(name: str, values) -> np.ndarray:
-    array = vector(f"curve[{name!r}]", values, low=0.0)
+    array = check_vector(f"curve[{name!r}]", values, low=0.0)
     if np.any(array > 1):
         raise InvalidInputError(
             f"curve[{name!r}] holds accuracies, fractions in [0, 1]; got "

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from verinet._validation import check_vector
 from verinet.errors import InvalidInputError
-from verinet.plot._common import figure_and_axes, vector
+from verinet.plot._common import figure_and_axes
 
 _GRID = 256
 
@@ -72,7 +73,7 @@ def smoothing_certified_accuracy(
     if radii is None:
         radii = _default_radii(report)
     else:
-        radii = np.sort(vector("radii", radii, low=0.0))
+        radii = np.sort(check_vector("radii", radii, low=0.0))
     accuracy = report.certified_accuracy(radii)
 
     figure, ax = figure_and_axes(ax)
