@@ -120,13 +120,14 @@ def build_instances(args, folder):
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     rows = []
     nets = {
-        "mlp2x256": (mlp(2), args.mlp_epsilons),
-        "mlp4x256": (mlp(4), args.mlp_epsilons),
-        "cnn": (small_cnn(), args.cnn_epsilons),
+        "mlp2x256": (lambda: mlp(2), args.mlp_epsilons),
+        "mlp4x256": (lambda: mlp(4), args.mlp_epsilons),
+        "cnn": (small_cnn, args.cnn_epsilons),
     }
-    for name, (model, epsilons) in nets.items():
+    for name, (build, epsilons) in nets.items():
         start = time.perf_counter()
-        train(model, x_train, y_train, args.epochs, args.seed)
+        keras.utils.set_random_seed(args.seed)  # the same weights every run
+        model = train(build(), x_train, y_train, args.epochs, args.seed)
         accuracy = float(np.mean(predict(model, x_test[:1000]) == y_test[:1000]))
         print(
             f"{name}: trained in {time.perf_counter() - start:.0f}s, "
@@ -146,6 +147,7 @@ def build_instances(args, folder):
                 rows.append(
                     {"family": name, "onnx": f"{name}.onnx", "vnnlib": prop, "eps": eps}
                 )
+    keras.utils.set_random_seed(args.seed)
     model = box_net()
     x, y = synthetic_box_data(20_000, args.seed)
     train(model, x, y, args.box_epochs, args.seed)

@@ -11,7 +11,13 @@ import verinet as vn
 from verinet import layers as L
 from verinet.bounds.graph import bound_model
 from verinet.bounds.perturbation import LinfBall
-from verinet.complete.bab import _bound_domains, _split_nodes, relu_bab
+from verinet.complete.bab import (
+    _bound_domains,
+    _empty,
+    _pick_neurons,
+    _split_nodes,
+    relu_bab,
+)
 from verinet.complete.stage import _confirmed
 
 
@@ -33,17 +39,19 @@ def _margin_spec(label, classes=3):
     )
 
 
-@pytest.mark.parametrize("inherit", [False, True])
+@pytest.mark.parametrize("inherit, warm", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("iterations", [0, 15])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_every_domain_bound_is_below_the_domains_exact_minimum(
-    seed, iterations, inherit
+    seed, iterations, inherit, warm
 ):
     """Random split domains (some empty): the bound of each row never exceeds
     the exact minimum over the inputs whose activations match the splits,
     for CROWN on narrowed bounds and after optimizing slopes and betas; also
     when the domains inherit the unsplit root's node bounds (narrowed at
-    their splits) instead of recomputing them."""
+    their splits) instead of recomputing them, and when they start from
+    arbitrary parent slopes and multipliers (negative ones included, which
+    must be clipped)."""
     model = _mlp((4, 3), seed, slope=0.1 * (seed == 2))
     slope = 0.1 * (seed == 2)
     _, graph = bound_model(model)
@@ -69,9 +77,29 @@ def test_every_domain_bound_is_below_the_domains_exact_minimum(
         flat = [
             (lo[0], up[0], s) for (lo, up), s in zip(root_bounds, shapes, strict=True)
         ]
-        inherited = [flat] * len(domains)
+        inherited = flat
+    states = None
+    if warm:
+        *_, states = _bound_domains(
+            graph, x, LinfBall(eps), spec, domains, 2, inherited=inherited
+        )
+        for state in states:  # arbitrary values in the parents' shapes
+            for key, pair in state["alpha"].items():
+                state["alpha"][key] = tuple(
+                    None if a is None else rng.uniform(-2, 3, a.shape) for a in pair
+                )
+            for j, b in state["beta"].items():
+                state["beta"][j] = rng.uniform(-1, 2, b.shape)
+        assert any(state["beta"] for state in states)
     lower, bounds, *_ = _bound_domains(
-        graph, x, LinfBall(eps), spec, domains, iterations, inherited=inherited
+        graph,
+        x,
+        LinfBall(eps),
+        spec,
+        domains,
+        iterations,
+        inherited=inherited,
+        warm=states,
     )
     checked = 0
     for d, domain in enumerate(domains):
@@ -193,3 +221,46 @@ def test_bab_timeout_leaves_the_sample_unknown():
     )
     assert report.unknown.all()
     assert report.extra["settled_by"] == [None]
+
+
+def test_pick_neurons_matches_a_neuron_by_neuron_search():
+    """The vectorized choice equals the largest (score, gap) over each
+    domain's unsplit unstable neurons, and the count of those matches."""
+    rng = np.random.default_rng(7)
+    count, sizes = 40, {2: 6, 4: 5}
+    bounds = [(np.zeros((count, 3)), np.ones((count, 3)))] * 2
+    bounds += [None] * 3
+    for j, n in sizes.items():
+        low = rng.uniform(-1, 0.5, (count, n))
+        bounds[j] = (low, low + rng.uniform(0, 1.5, (count, n)))
+    domains = [
+        {j: rng.choice([-1, 0, 0, 1], size=n).astype(np.int8) for j, n in sizes.items()}
+        for _ in range(count)
+    ]
+    # scores with ties (zeros) for one node, none at all for the other
+    scores = {2: np.where(rng.random((count, 6)) < 0.5, 0.0, rng.random((count, 6)))}
+    count_free, picks = _pick_neurons(bounds, domains, scores)
+    for d, domain in enumerate(domains):
+        free = []
+        for j, n in sizes.items():
+            low, up = bounds[j][0][d], bounds[j][1][d]
+            for k in range(n):
+                if low[k] < 0 < up[k] and domain[j][k] == 0:
+                    score = scores[j][d, k] if j in scores else 0.0
+                    gap = -low[k] * up[k] / (up[k] - low[k])
+                    free.append(((score, gap), (j, k)))
+        assert count_free[d] == len(free)
+        if not free:
+            assert picks[d] is None
+            continue
+        best = max(free)[1]
+        assert picks[d] == best, (d, picks[d], best)
+
+
+def test_empty_domains_are_those_whose_bounds_cross():
+    low = np.array([[0.0, 1.0], [0.0, 1.0], [2.0, 1.0]])
+    up = np.array([[1.0, 1.0], [1.0, 0.5], [1.0, 3.0]])
+    box = (np.zeros((3, 1)), np.ones((3, 1)))
+    assert _empty([box, (low, up)]).tolist() == [False, True, True]
+    # the input node is not checked (a zero-width box is a point)
+    assert not _empty([(np.ones((3, 1)), np.zeros((3, 1))), box]).any()

@@ -43,26 +43,39 @@ class SlopeStore:
     intermediate node's rows), starting from CROWN's slopes.
 
     ``for_pass(key)`` gives the object ``backward_pass`` takes as ``alphas``.
+
+    Args:
+        start: optional ``{(pass key, node): (lower slopes, upper slopes)}``
+            to start from instead of CROWN's (e.g. a branch-and-bound
+            domain's parent's optimized slopes); arrays shaped like the
+            coefficients, ``None`` for a side not bounded. Any value is
+            sound: slopes are clipped into ``[a, 1]`` before use.
     """
 
-    def __init__(self):
+    def __init__(self, start: dict | None = None):
         self.slopes: dict = {}
         self.floors: list[float] = []
         self.params: list = []
+        self.start = start or {}
 
     def for_pass(self, key):
         return _PassSlopes(self, key)
 
-    def _make(self, rule, A, lower, upper):
+    def _make(self, rule, A, lower, upper, given=None):
         import torch
 
         if A is None:
             return None
-        lw, _, _ = leaky_relu_lines(lower, upper, rule._slope())
-        start = spread(lw, A) + ops.zeros_like(coefficients(A))
+        floor = rule._slope()
+        zeros = ops.zeros_like(coefficients(A))
+        if given is not None and tuple(given.shape) == tuple(zeros.shape):
+            start = ops.clip(ops.cast(given, zeros.dtype), floor, 1.0) + zeros
+        else:
+            lw, _, _ = leaky_relu_lines(lower, upper, floor)
+            start = spread(lw, A) + zeros
         p = torch.nn.Parameter(ops.convert_to_tensor(start).detach().clone())
         self.params.append(p)
-        self.floors.append(rule._slope())
+        self.floors.append(floor)
         return p
 
 
@@ -73,9 +86,10 @@ class _PassSlopes:
     def slopes_for(self, i, rule, lA, uA, lower, upper):
         key = (self.key, i)
         if key not in self.store.slopes:
+            given = self.store.start.get(key, (None, None))
             self.store.slopes[key] = (
-                self.store._make(rule, lA, lower, upper),
-                self.store._make(rule, uA, lower, upper),
+                self.store._make(rule, lA, lower, upper, given[0]),
+                self.store._make(rule, uA, lower, upper, given[1]),
             )
         return self.store.slopes[key]
 

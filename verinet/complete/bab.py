@@ -12,6 +12,12 @@ unstable neurons left is handed to the exact MILP (``milp.py``) with its
 narrowed bounds, which settles it: proven, or a candidate counterexample
 that the float32 model must confirm.
 
+Every domain starts from the whole set's node bounds (alpha-CROWN's) with
+its split neurons narrowed, so it keeps nothing but its split signs and the
+slopes and split multipliers its parent's bound optimized: children start
+their few gradient steps from those (a warm start, as beta-CROWN does), and
+many domains per second fit in little memory.
+
 Branching picks, per domain, the unstable neuron with the largest BaBSR
 score: the intercept ``-l u / (u - l)`` of its upper line (the largest gap
 between the ReLU and that line) weighted by how much the output bound pays
@@ -92,23 +98,30 @@ def _bound_domains(
     offset=None,
     mode="all",
     inherited=None,
+    warm=None,
 ):
     """Lower bounds of ``spec`` on each domain (the batch axis), every
-    node's bounds per domain (numpy, float64), and for each domain and row
+    node's bounds per domain (numpy, float64), for each domain and row
     the input-box vertex where the row's lower line is least
-    ``(domains, rows, inputs)``.
+    ``(domains, rows, inputs)``, the branching scores, and each domain's
+    optimized slopes and split multipliers (its children start from them).
 
     Node bounds are CROWN's with the split neurons narrowed, or, with
-    ``inherited`` (per domain, its parent's node bounds: a list of flat
-    ``(lower, upper)`` per node), the parent's bounds with the new splits
-    narrowed: a domain is a subset of its parent, so they still hold, and
-    only the output is bounded again (as beta-CROWN does). The output
+    ``inherited`` (the whole set's node bounds: a list of flat
+    ``(lower, upper, shape)`` per node), those with the domain's split
+    neurons narrowed: a domain is a subset of the set, so they still hold,
+    and only the output is bounded again (as beta-CROWN does). A domain's
+    bounds are thus its parent's narrowed at the new split, and nothing
+    per domain but its splits needs keeping. The output
     bound then optimizes, by projected gradient, the ReLU lower slopes
     (alpha) and one multiplier ``beta >= 0`` per split neuron and row, which
     adds ``-beta * s * z`` (``s`` the split's sign, so ``s z >= 0`` on the
     domain) to the coefficients at the split node: a Lagrangian relaxation
     of the split constraints, a valid lower bound for every ``beta >= 0``
-    (beta-CROWN). The best bound seen per row is kept.
+    (beta-CROWN). The best bound seen per row is kept. With ``warm`` (per
+    domain, the state its parent returned) the slopes and multipliers start
+    where the parent's optimization left them, as beta-CROWN does, so few
+    steps per batch suffice.
     """
     import torch
 
@@ -142,7 +155,7 @@ def _bound_domains(
             if inherited is None:
                 node_bounds = crown_pass(graph, xb, pert, clamp=clamp)
             else:
-                node_bounds = _stack_bounds(inherited, clamp)
+                node_bounds = _stack_bounds(inherited, count, clamp)
             C = ops.convert_to_tensor(
                 np.repeat(spec[None], count, axis=0), dtype="float64"
             )
@@ -150,13 +163,18 @@ def _bound_domains(
                 graph, node_bounds, xb, pert, C, True, False
             )
         split = {j: s for j, s in signs.items() if bool(ops.any(s != 0))}
+        start_alpha, start_beta = _warm_start(warm, count)
         betas = {
-            j: torch.zeros(
-                (count, rows, s.shape[1]), dtype=torch.float64, requires_grad=True
+            j: torch.tensor(
+                start_beta[j]
+                if j in start_beta
+                else np.zeros((count, rows, s.shape[1])),
+                dtype=torch.float64,
+                requires_grad=True,
             )
             for j, s in split.items()
         }
-        store = SlopeStore()
+        store = SlopeStore(start_alpha)
         best = None
         optimizer = None
         for step in range(iterations + 1):
@@ -224,7 +242,60 @@ def _bound_domains(
         A = A.reshape(count, rows, -1)
         corners = np.where(A >= 0, box_lo, box_hi)
         scores = _branch_scores(graph, stats["node_lA"], bounds, count, rows)
-    return ops.convert_to_numpy(low), bounds, corners, scores
+        states = _split_state(store, betas, count)
+    return ops.convert_to_numpy(low), bounds, corners, scores, states
+
+
+def _warm_start(warm, count):
+    """Stacked starting slopes ``{key: (lower, upper)}`` and multipliers
+    ``{node: (domains, rows, neurons)}`` of a batch of domains from each
+    one's parent state; empty (CROWN's slopes, zero multipliers) unless
+    every domain has one."""
+    if not warm or any(w is None for w in warm):
+        return {}, {}
+    alphas = {
+        key: tuple(
+            None
+            if pair[side] is None
+            else np.stack([w["alpha"][key][side] for w in warm])
+            for side in (0, 1)
+        )
+        for key, pair in warm[0]["alpha"].items()
+    }
+    betas = {}
+    for j in set().union(*(w["beta"] for w in warm)):
+        shape = next(w["beta"][j].shape for w in warm if j in w["beta"])
+        # A multiplier must be >= 0 for the bound to hold.
+        betas[j] = np.maximum(
+            np.stack([w["beta"].get(j, np.zeros(shape)) for w in warm]), 0.0
+        )
+    return alphas, betas
+
+
+def _split_state(store, betas, count):
+    """Per domain, its optimized slopes and split multipliers (float32
+    numpy copies: they are only starting points, any value is sound once
+    clipped, so single precision halves what open domains hold)."""
+
+    def per_domain(tensor):
+        if tensor is None:
+            return [None] * count
+        array = ops.convert_to_numpy(tensor.detach())
+        # one array per domain, not views that keep the batch alive
+        return [row.astype(np.float32) for row in array]
+
+    alphas = {
+        key: list(zip(*(per_domain(p) for p in pair), strict=True))
+        for key, pair in store.slopes.items()
+    }
+    beta = {j: per_domain(b) for j, b in betas.items()}
+    return [
+        {
+            "alpha": {key: pairs[d] for key, pairs in alphas.items()},
+            "beta": {j: b[d] for j, b in beta.items()},
+        }
+        for d in range(count)
+    ]
 
 
 def _branch_scores(graph, node_lA, bounds, count, rows):
@@ -245,21 +316,18 @@ def _branch_scores(graph, node_lA, bounds, count, rows):
     return scores
 
 
-def _stack_bounds(inherited, clamp):
-    """Node bounds of a batch of domains from each one's inherited flat
-    bounds (the input's shape from the first domain), split neurons
-    narrowed by ``clamp``."""
+def _stack_bounds(inherited, count, clamp):
+    """Node bounds of ``count`` domains from the flat ``(lower, upper,
+    shape)`` of each node, split neurons narrowed by ``clamp``."""
     out = []
-    for i in range(len(inherited[0])):
-        shape = inherited[0][i][2]
-        pair = []
-        for side in (0, 1):
-            rows = np.stack([bounds[i][side] for bounds in inherited])
-            pair.append(
-                ops.convert_to_tensor(
-                    rows.reshape(len(inherited), *shape), dtype="float64"
-                )
+    for i, (low, up, shape) in enumerate(inherited):
+        pair = (
+            ops.convert_to_tensor(
+                np.broadcast_to(side.reshape(1, *shape), (count, *shape)),
+                dtype="float64",
             )
+            for side in (low, up)
+        )
         out.append(clamp(i, *pair))
     return out
 
@@ -296,23 +364,45 @@ def _repeat(perturbation, count):
     return perturbation
 
 
-def _empty(bounds, d) -> bool:
+def _empty(bounds) -> np.ndarray:
+    """Per domain, whether its node bounds cross somewhere (it holds no
+    input)."""
+    empty = np.zeros(len(bounds[0][0]), dtype=bool)
     for low, up in bounds[1:]:
-        if np.any(low[d] > up[d] + _EMPTY_TOL * (1.0 + np.abs(up[d]))):
-            return True
-    return False
+        empty |= np.any(low > up + _EMPTY_TOL * (1.0 + np.abs(up)), axis=1)
+    return empty
 
 
-def _unstable(bounds, domain):
-    """``(node, neuron, gap)`` of the domain's unsplit unstable neurons."""
-    out = []
-    for j, signs in domain.items():
+def _pick_neurons(bounds, domains, scores):
+    """Per domain, how many unsplit unstable neurons it has and the one to
+    split, ``(node, index)``: the largest branching score, ties (e.g. all
+    zero) to the widest gap ``-l u / (u - l)`` between the ReLU and its
+    upper line; ``None`` without any."""
+    count = len(domains)
+    nodes = list(domains[0])
+    free, score, gap = [], [], []
+    for j in nodes:
         low, up = bounds[j]
-        free = (low < 0) & (up > 0) & (signs == 0)
-        for k in np.flatnonzero(free):
-            gap = -low[k] * up[k] / (up[k] - low[k])
-            out.append((j, int(k), float(gap)))
-    return out
+        signs = np.stack([d[j] for d in domains])
+        open_ = (low < 0) & (up > 0) & (signs == 0)
+        free.append(open_)
+        width = np.where(open_, up - low, 1.0)
+        gap.append(np.where(open_, -low * up / width, -np.inf))
+        part = scores[j] if j in scores else np.zeros(low.shape)
+        score.append(np.where(open_, part, -np.inf))
+    free, score, gap = (np.concatenate(a, axis=1) for a in (free, score, gap))
+    count_free = free.sum(axis=1)
+    top = score.max(axis=1, keepdims=True)
+    flat = np.argmax(np.where(free & (score == top), gap, -np.inf), axis=1)
+    ends = np.cumsum([bounds[j][0].shape[1] for j in nodes])
+    picks = []
+    for d in range(count):
+        if not count_free[d]:
+            picks.append(None)
+            continue
+        n = int(np.searchsorted(ends, flat[d], side="right"))
+        picks.append((nodes[n], int(flat[d] - (ends[n - 1] if n else 0))))
+    return count_free, picks
 
 
 def relu_bab(
@@ -324,9 +414,10 @@ def relu_bab(
     timeout,
     offset=None,
     mode: str = "all",
-    batch: int = 64,
+    batch: int = 512,
     leaf_milp: int = 12,
-    iterations: int = 20,
+    iterations: int = 3,
+    root_iterations: int = 20,
     deadline=None,
     root_bounds=None,
 ) -> BaBResult:
@@ -352,12 +443,16 @@ def relu_bab(
         leaf_milp: a domain with at most this many unstable neurons goes to
             the exact MILP.
         iterations: gradient steps on the slopes and split multipliers
-            per batch of domains (0: CROWN on the narrowed bounds only).
+            per batch of domains (0: CROWN on the narrowed bounds only);
+            each domain starts from its parent's, so a few suffice.
+        root_iterations: steps for the whole set (the first domain, which
+            has no parent to start from), and alpha-CROWN's steps for the
+            default ``root_bounds``.
         deadline: optional ``time.perf_counter()`` value to stop at.
         root_bounds: every node's bounds ``(lower, upper)`` on the whole
             set, shaped ``(1, *node shape)`` (default: alpha-CROWN's, its
-            hidden-layer slopes optimized for ``spec`` over ``iterations``
-            steps); every domain starts from them.
+            hidden-layer slopes optimized for ``spec`` over
+            ``root_iterations`` steps); every domain starts from them.
 
     Returns:
         A ``BaBResult`` (``lower`` is meaningful for ``mode="all"``).
@@ -376,7 +471,7 @@ def relu_bab(
     if time.perf_counter() >= stop:
         return BaBResult("unknown", np.full(rows, -np.inf), None, 0, _since(started))
     if root_bounds is None:
-        root_bounds = start_bounds(graph, x, perturbation, spec, iterations)
+        root_bounds = start_bounds(graph, x, perturbation, spec, root_iterations)
     start = [
         (
             np.asarray(lo, dtype=np.float64).reshape(-1),
@@ -385,8 +480,9 @@ def relu_bab(
         )
         for (lo, up), shape in zip(root_bounds, shapes, strict=True)
     ]
-    # (how far from proven, tie-break, domain, the parent's node bounds)
-    queue = [(0.0, 0, root, start)]
+    # (how far from proven, tie-break, domain, the parent's slopes and
+    # multipliers)
+    queue = [(0.0, 0, root, None)]
     counter = bounded = 0
     unresolved = False
 
@@ -399,31 +495,32 @@ def relu_bab(
             return answer("unknown")
         popped = [heapq.heappop(queue) for _ in range(min(batch, len(queue)))]
         take = [entry[2] for entry in popped]
-        parents = [entry[3] for entry in popped]
-        lower, bounds, corners, scores = _bound_domains(
+        lower, bounds, corners, scores, states = _bound_domains(
             graph,
             x,
             perturbation,
             spec,
             take,
-            iterations,
+            iterations if popped[0][3] is not None else root_iterations,
             offset,
             mode,
-            inherited=parents,
+            inherited=start,
+            warm=[entry[3] for entry in popped],
         )
         found = _try_corners(graph, x, spec, offset, mode, confirm, corners)
         if found is not None:
             return answer("falsified", found)
         slack = lower - offset
         bounded += len(take)
+        empty = _empty(bounds)
+        count_free, picks = _pick_neurons(bounds, take, scores)
         for d, domain in enumerate(take):
-            if _empty(bounds, d):
+            if empty[d]:
                 continue
             if settle(slack[d] > 0):
                 proven = np.minimum(proven, lower[d])
                 continue
-            free = _unstable([(lo[d], up[d]) for lo, up in bounds], domain)
-            if len(free) <= leaf_milp:
+            if count_free[d] <= leaf_milp:
                 kind, value = _leaf(
                     graph, x, spec, offset, mode, confirm, bounds, shapes, d, stop
                 )
@@ -436,24 +533,14 @@ def relu_bab(
                 elif kind == "proven" and value is not None:
                     proven = np.minimum(proven, np.maximum(lower[d], value))
                 continue
-            j, k, _ = max(free, key=lambda t: (_score(scores, d, t), t[2]))
-            mine = [
-                (lo[d], up[d], shape)
-                for (lo, up), shape in zip(bounds, shapes, strict=True)
-            ]
+            j, k = picks[d]
             for sign in (1, -1):
                 child = {n: s.copy() for n, s in domain.items()}
                 child[j][k] = sign
                 counter += 1
-                entry = (float(worst(slack[d])), counter, child, mine)
+                entry = (float(worst(slack[d])), counter, child, states[d])
                 heapq.heappush(queue, entry)
     return answer("unknown" if unresolved else "verified")
-
-
-def _score(scores, d, neuron) -> float:
-    """The branching score of ``(node, index, gap)`` in domain ``d``."""
-    j, k, _ = neuron
-    return float(scores[j][d, k]) if j in scores else 0.0
 
 
 def start_bounds(graph, x, perturbation, spec, iterations=20):
