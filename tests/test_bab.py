@@ -264,3 +264,40 @@ def test_empty_domains_are_those_whose_bounds_cross():
     assert _empty([box, (low, up)]).tolist() == [False, True, True]
     # the input node is not checked (a zero-width box is a point)
     assert not _empty([(np.ones((3, 1)), np.zeros((3, 1))), box]).any()
+
+
+def test_children_start_from_the_parents_optimized_slopes_and_multipliers():
+    """A domain bounded with no gradient step but its parent's optimized
+    state is tighter than the same domain under CROWN's slopes (the warm
+    start is applied), and stays below the exact minimum."""
+    model = _mlp((6, 5), 3)
+    _, graph = bound_model(model)
+    x = np.array([[0.2, -0.1]])
+    eps = 0.6
+    nodes = sorted(_split_nodes(graph))
+    rng = np.random.default_rng(3)
+    domains = [
+        {
+            j: rng.choice([-1, 0, 0, 1], size=n).astype(np.int8)
+            for j, n in zip(nodes, (6, 5), strict=True)
+        }
+        for _ in range(8)
+    ]
+    spec = _margin_spec(1)
+    _, root_bounds, *_ = _bound_domains(
+        graph, x, LinfBall(eps), spec, [{j: 0 * s for j, s in domains[0].items()}], 0
+    )
+    flat = [(lo[0], up[0], lo.shape[1:]) for lo, up in root_bounds]
+    cold, *_ = _bound_domains(graph, x, LinfBall(eps), spec, domains, 0, inherited=flat)
+    *_, states = _bound_domains(
+        graph, x, LinfBall(eps), spec, domains, 40, inherited=flat
+    )
+    warm, *_ = _bound_domains(
+        graph, x, LinfBall(eps), spec, domains, 0, inherited=flat, warm=states
+    )
+    assert np.mean(warm) > np.mean(cold) + 1e-3
+    for d, domain in enumerate(domains):
+        fixed = [domain[j] for j in nodes]
+        for r, c in enumerate(spec):
+            exact = exact_min(model, 0.0, x[0] - eps, x[0] + eps, c, fixed)
+            assert warm[d, r] <= exact + 1e-7
