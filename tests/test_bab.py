@@ -12,6 +12,7 @@ from verinet import layers as L
 from verinet.bounds.graph import bound_model
 from verinet.bounds.perturbation import LinfBall
 from verinet.complete.bab import (
+    _attack_worst,
     _bound_domains,
     _empty,
     _pick_neurons,
@@ -301,3 +302,37 @@ def test_children_start_from_the_parents_optimized_slopes_and_multipliers():
         for r, c in enumerate(spec):
             exact = exact_min(model, 0.0, x[0] - eps, x[0] + eps, c, fixed)
             assert warm[d, r] <= exact + 1e-7
+
+
+@pytest.mark.parametrize("mode", ["all", "any"])
+def test_pgd_from_the_worst_domains_vertices_finds_an_interior_counterexample(mode):
+    """f(x) = |x1 - 0.5| must stay >= 0.1 on [0, 1]^2: it breaks only inside
+    the box, where no vertex reaches; PGD started at the worst domains'
+    vertices walks there, and the point it confirms breaks the property
+    inside the box."""
+    keras.utils.set_random_seed(0)
+    model = vn.Sequential([L.Input((2,)), L.Dense(2), L.ReLU(), L.Dense(1)])
+    # relu(x1 - 0.5) + relu(0.5 - x1) = |x1 - 0.5|: least at x1 = 0.5
+    model.layers[0].set_weights(
+        [np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([-0.5, 0.5])]
+    )
+    model.layers[2].set_weights([np.array([[1.0], [1.0]]), np.array([0.0])])
+    _, graph = bound_model(model)
+    x = np.array([[0.5, 0.5]])
+    box = (np.array([0.0, 0.0]), np.array([1.0, 1.0]))
+    spec = np.array([[1.0], [1.0]]) if mode == "any" else np.array([[1.0]])
+    offset = np.full(len(spec), 0.1)  # broken where |x1 - 0.5| < 0.1
+    corners = np.array([[[0.0, 0.0]] * len(spec), [[1.0, 1.0]] * len(spec)])
+    slack = np.array([[-0.3] * len(spec), [-0.1] * len(spec)])
+    seen = []
+
+    def confirm(point):
+        seen.append(point)
+        value = abs(point[0, 0] - 0.5)
+        return point if value < 0.1 else None
+
+    found = _attack_worst(graph, x, spec, offset, mode, confirm, corners, slack, box)
+    assert found is not None
+    assert np.all(found >= 0) and np.all(found <= 1)
+    assert abs(found[0, 0] - 0.5) < 0.1
+    assert all(abs(p[0, 0] - 0.5) < 0.1 + 1e-6 for p in seen)  # only real candidates

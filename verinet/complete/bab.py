@@ -23,6 +23,11 @@ score: the intercept ``-l u / (u - l)`` of its upper line (the largest gap
 between the ReLU and that line) weighted by how much the output bound pays
 for it (the negative part of its coefficient in the output's lower bound);
 ties, e.g. all zero, go to the widest gap.
+
+Counterexamples are searched for along the way: after every batch the
+input-box vertex minimizing each domain's lower line is run through the
+model, and PGD starts from those of the worst domains (within a tenth of
+the time); a point counts only once ``confirm`` accepts it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ from verinet.complete.milp import MILPEncoding
 
 #: A domain's bounds "cross" beyond rounding: it holds no input.
 _EMPTY_TOL = 1e-9
+
+#: At most this share of branch and bound's time goes to PGD from the
+#: worst domains' vertices.
+ATTACK_SHARE = 0.1
 
 
 @dataclass
@@ -347,6 +356,45 @@ def _try_corners(graph, x, spec, offset, mode, confirm, corners):
     return None
 
 
+def _attack_worst(graph, x, spec, offset, mode, confirm, corners, slack, box, k=8):
+    """PGD from the bound-minimizing vertices of the ``k`` domains whose
+    bounds are worst (where a counterexample most likely hides), on the
+    float32 model over the input box ``(lower, upper)``; confirms the first
+    iterate that breaks the property."""
+    import torch
+
+    from verinet.attacks.pgd import ascent
+
+    worst = np.min(slack, axis=1) if mode == "all" else np.max(slack, axis=1)
+    take = np.argsort(worst)[:k]
+    rows = np.argmin(slack[take], axis=1)
+    if mode == "any":
+        rows = np.argmax(slack[take], axis=1)
+    start = corners[take, rows].reshape(len(take), *x.shape[1:])
+
+    def tensor(array):  # on the model's device
+        return ops.convert_to_tensor(np.asarray(array, dtype=np.float32))
+
+    lower, upper = (tensor(np.reshape(t, (1, *x.shape[1:]))) for t in box)
+    C, b = tensor(spec.T), tensor(offset)
+
+    def objective(z):
+        out = graph.model(z, training=False).reshape(len(z), -1) @ C - b
+        # "all" breaks where a row is below zero, "any" where every row is
+        score = out.min(dim=1).values if mode == "all" else out.max(dim=1).values
+        return -score, score
+
+    steps, size = 10, (upper - lower) / 8
+    start = tensor(start)
+    for z, score in ascent(objective, start, None, Box(lower, upper), steps, size):
+        broken = score < 0 if mode == "all" else score <= 0
+        for i in torch.nonzero(broken).ravel().tolist()[:4]:
+            found = confirm(z[i : i + 1].cpu().numpy().astype(np.float64))
+            if found is not None:
+                return found
+    return None
+
+
 def _repeat(perturbation, count):
     """The perturbation for ``count`` copies of one sample: a ``Box`` holds
     its bounds per sample, so they are repeated; balls follow the centre."""
@@ -484,6 +532,7 @@ def relu_bab(
     # multipliers)
     queue = [(0.0, 0, root, None)]
     counter = bounded = 0
+    attacking = 0.0  # seconds spent on PGD from the worst domains
     unresolved = False
 
     def answer(status, counterexample=None):
@@ -507,10 +556,18 @@ def relu_bab(
             inherited=start,
             warm=[entry[3] for entry in popped],
         )
+        slack = lower - offset
         found = _try_corners(graph, x, spec, offset, mode, confirm, corners)
+        if found is None and attacking <= ATTACK_SHARE * _since(started):
+            # PGD on the worst domains, kept to a small share of the time
+            box = (bounds[0][0][0], bounds[0][1][0])
+            began = time.perf_counter()
+            found = _attack_worst(
+                graph, x, spec, offset, mode, confirm, corners, slack, box
+            )
+            attacking += _since(began)
         if found is not None:
             return answer("falsified", found)
-        slack = lower - offset
         bounded += len(take)
         empty = _empty(bounds)
         count_free, picks = _pick_neurons(bounds, take, scores)
