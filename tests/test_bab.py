@@ -336,3 +336,14 @@ def test_pgd_from_the_worst_domains_vertices_finds_an_interior_counterexample(mo
     assert np.all(found >= 0) and np.all(found <= 1)
     assert abs(found[0, 0] - 0.5) < 0.1
     assert all(abs(p[0, 0] - 0.5) < 0.1 + 1e-6 for p in seen)  # only real candidates
+
+
+@pytest.mark.parametrize(
+    "option", [{"batch": 0}, {"iterations": -1}, {"root_iterations": 1.5}]
+)
+def test_bad_search_options_are_refused_by_name(option):
+    model = _mlp((3,), 0)
+    _, graph = bound_model(model)
+    x = np.zeros((1, 2), dtype="float32")
+    with pytest.raises(vn.errors.InvalidInputError, match=next(iter(option))):
+        relu_bab(graph, x, LinfBall(0.1), _margin_spec(0), lambda p: None, 5, **option)

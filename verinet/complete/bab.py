@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
+from verinet._validation import check_int
 from verinet.bounds.alpha import SlopeStore
 from verinet.bounds.memory import no_grad
 from verinet.bounds.methods import (
@@ -506,6 +507,10 @@ def relu_bab(
         A ``BaBResult`` (``lower`` is meaningful for ``mode="all"``).
     """
     started = time.perf_counter()
+    batch = check_int("batch", batch)
+    leaf_milp = check_int("leaf_milp", leaf_milp, minimum=0)
+    iterations = check_int("iterations", iterations, minimum=0)
+    root_iterations = check_int("root_iterations", root_iterations, minimum=0)
     stop = started + timeout if deadline is None else min(started + timeout, deadline)
     spec = np.asarray(spec, dtype=np.float64)
     rows = spec.shape[0]
