@@ -347,3 +347,30 @@ def test_bad_search_options_are_refused_by_name(option):
     x = np.zeros((1, 2), dtype="float32")
     with pytest.raises(vn.errors.InvalidInputError, match=next(iter(option))):
         relu_bab(graph, x, LinfBall(0.1), _margin_spec(0), lambda p: None, 5, **option)
+
+
+def test_progress_reports_each_batch_and_ends_at_the_proof():
+    """``progress`` is called after every batch with the domains bounded so
+    far (ending at the result's count), the open ones, and the worst open
+    bound: below zero while the search goes on, none left once proven."""
+    model = _mlp((16, 16), 1, inputs=6)
+    _, graph = bound_model(model)
+    x = np.full((1, 6), 0.2, dtype="float32")
+    label = int(keras.ops.convert_to_numpy(model(x)).argmax())
+    calls = []
+    result = relu_bab(
+        graph,
+        x,
+        LinfBall(0.05),
+        _margin_spec(label),
+        lambda p: None,
+        60,
+        batch=8,
+        leaf_milp=2,
+        progress=lambda *a: calls.append(a),
+    )
+    assert result.status == "verified" and result.domains > 20
+    bounded = [c[0] for c in calls]
+    assert bounded == sorted(set(bounded)) and bounded[-1] == result.domains
+    assert all(worst <= 0 for _, _, worst in calls[:-1])
+    assert calls[-1][1] == 0 and calls[-1][2] == np.inf

@@ -469,6 +469,7 @@ def relu_bab(
     root_iterations: int = 20,
     deadline=None,
     root_bounds=None,
+    progress=None,
 ) -> BaBResult:
     """Prove ``spec @ f(x') - offset > 0`` over the perturbation set (every
     row with ``mode="all"``, at least one row with ``mode="any"``), or find
@@ -502,6 +503,10 @@ def relu_bab(
             set, shaped ``(1, *node shape)`` (default: alpha-CROWN's, its
             hidden-layer slopes optimized for ``spec`` over
             ``root_iterations`` steps); every domain starts from them.
+        progress: optional ``progress(bounded, open, worst)`` called after
+            every batch: domains bounded so far, domains still open, and
+            the worst open domain's bound less the offset (how far from
+            proven the search is).
 
     Returns:
         A ``BaBResult`` (``lower`` is meaningful for ``mode="all"``).
@@ -574,6 +579,8 @@ def relu_bab(
         if found is not None:
             return answer("falsified", found)
         bounded += len(take)
+        if progress is not None:
+            progress(bounded, len(queue), _worst_open(queue, slack, settle, worst))
         empty = _empty(bounds)
         count_free, picks = _pick_neurons(bounds, take, scores)
         for d, domain in enumerate(take):
@@ -603,6 +610,14 @@ def relu_bab(
                 entry = (float(worst(slack[d])), counter, child, states[d])
                 heapq.heappush(queue, entry)
     return answer("unknown" if unresolved else "verified")
+
+
+def _worst_open(queue, slack, settle, worst) -> float:
+    """The worst bound (less the offset) over the open domains: those
+    queued and those of this batch not yet proven."""
+    values = [entry[0] for entry in queue[:1]]
+    values += [float(worst(row)) for row in slack if not settle(row > 0)]
+    return min(values) if values else float("inf")
 
 
 def start_bounds(graph, x, perturbation, spec, iterations=20):

@@ -399,6 +399,11 @@ def _split_relus(problem: _Problem, region: Region, deadline, progress, done):
             mode="any",
             deadline=deadline,
             root_bounds=root,
+            progress=lambda bounded, left, gap, s=s: progress.stage(
+                f"branch and bound on ReLU splits, spec {s + 1}/"
+                f"{len(region.specs)}: {bounded} domains bounded, {left} open, "
+                f"worst bound {gap:+.4g}"
+            ),
         )
         if result.status == "falsified":
             return "sat", result.counterexample
