@@ -180,6 +180,7 @@ def _bound_domains(
                 if j in start_beta
                 else np.zeros((count, rows, s.shape[1])),
                 dtype=torch.float64,
+                device=s.device,
                 requires_grad=True,
             )
             for j, s in split.items()
@@ -368,9 +369,8 @@ def _attack_worst(graph, x, spec, offset, mode, confirm, corners, slack, box, k=
 
     worst = np.min(slack, axis=1) if mode == "all" else np.max(slack, axis=1)
     take = np.argsort(worst)[:k]
-    rows = np.argmin(slack[take], axis=1)
-    if mode == "any":
-        rows = np.argmax(slack[take], axis=1)
+    pick = np.argmin if mode == "all" else np.argmax
+    rows = pick(slack[take], axis=1)
     start = corners[take, rows].reshape(len(take), *x.shape[1:])
 
     def tensor(array):  # on the model's device
