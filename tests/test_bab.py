@@ -374,3 +374,32 @@ def test_progress_reports_each_batch_and_ends_at_the_proof():
     assert bounded == sorted(set(bounded)) and bounded[-1] == result.domains
     assert all(worst <= 0 for _, _, worst in calls[:-1])
     assert calls[-1][1] == 0 and calls[-1][2] == np.inf
+
+
+def test_batches_shrink_to_the_memory_budget_and_still_prove():
+    """Under a tight ``memory_limit`` each bound call takes fewer domains
+    than ``batch`` (so a large network cannot exhaust memory), and the
+    search reaches the same verdict."""
+    model = _mlp((16, 16), 1, inputs=6)
+    _, graph = bound_model(model)
+    x = np.full((1, 6), 0.2, dtype="float32")
+    label = int(keras.ops.convert_to_numpy(model(x)).argmax())
+    spec = _margin_spec(label)
+    # the nodes hold 6 + 16 * 4 + 3 values; 2 rows; 4 float64 copies each
+    per_domain = 4 * 8 * 2 * (6 + 16 * 4 + 3)
+    calls = []
+    with vn.bounds.memory_limit(3 * per_domain / 2**20):
+        result = relu_bab(
+            graph,
+            x,
+            LinfBall(0.05),
+            spec,
+            lambda p: None,
+            60,
+            batch=512,
+            leaf_milp=2,
+            progress=lambda *a: calls.append(a[0]),
+        )
+    assert result.status == "verified"
+    steps = np.diff([0, *calls])
+    assert steps.max() == 3 and len(calls) > 3

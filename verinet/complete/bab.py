@@ -489,7 +489,9 @@ def relu_bab(
         offset: ``(rows,)`` right-hand sides (default 0).
         mode: ``"all"`` (certify's margins) or ``"any"`` (a VNN-LIB
             conjunction is impossible once one of its rows is).
-        batch: domains bounded per bound call.
+        batch: domains bounded per bound call, fewer when a batch's
+            coefficients would not fit in ``vn.bounds.memory_budget()``
+            (see ``vn.bounds.memory_limit``).
         leaf_milp: a domain with at most this many unstable neurons goes to
             the exact MILP.
         iterations: gradient steps on the slopes and split multipliers
@@ -524,6 +526,7 @@ def relu_bab(
     worst = np.min if mode == "all" else np.max
     nodes = _split_nodes(graph)
     shapes = _node_shapes(graph, x, perturbation)
+    batch = _batch_in_budget(batch, rows, shapes)
     root = {j: np.zeros(int(np.prod(shapes[j])), dtype=np.int8) for j in nodes}
     proven = np.full(rows, np.inf)
     if time.perf_counter() >= stop:
@@ -610,6 +613,22 @@ def relu_bab(
                 entry = (float(worst(slack[d])), counter, child, states[d])
                 heapq.heappush(queue, entry)
     return answer("unknown" if unresolved else "verified")
+
+
+def _batch_in_budget(batch, rows, shapes) -> int:
+    """``batch`` or fewer domains, so that one batch's coefficients (every
+    node's, per row, with room for the gradient steps' autograd graph)
+    fit in ``memory_budget()``."""
+    from verinet.bounds.memory import memory_budget
+
+    values = sum(int(np.prod(shape)) for shape in shapes)
+    per_domain = _AUTOGRAD_COPIES * 8 * rows * values
+    return max(1, min(batch, memory_budget() // max(per_domain, 1)))
+
+
+#: Float64 coefficient tensors a domain's bound holds per node and row at
+#: once, counting the autograd graph of its gradient steps (a safe guess).
+_AUTOGRAD_COPIES = 4
 
 
 def _worst_open(queue, slack, settle, worst) -> float:
