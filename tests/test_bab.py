@@ -12,6 +12,7 @@ from verinet import layers as L
 from verinet.bounds.graph import bound_model
 from verinet.bounds.perturbation import LinfBall
 from verinet.complete.bab import (
+    _AUTOGRAD_COPIES,
     _attack_worst,
     _bound_domains,
     _empty,
@@ -89,8 +90,12 @@ def test_every_domain_bound_is_below_the_domains_exact_minimum(
                 state["alpha"][key] = tuple(
                     None if a is None else rng.uniform(-2, 3, a.shape) for a in pair
                 )
-            for j, b in state["beta"].items():
-                state["beta"][j] = rng.uniform(-1, 2, b.shape)
+            for j, (_, _, shape) in state["beta"].items():
+                state["beta"][j] = (
+                    np.arange(shape[1]),
+                    rng.uniform(-1, 2, shape),
+                    shape,
+                )
         assert any(state["beta"] for state in states)
     lower, bounds, *_ = _bound_domains(
         graph,
@@ -339,7 +344,8 @@ def test_pgd_from_the_worst_domains_vertices_finds_an_interior_counterexample(mo
 
 
 @pytest.mark.parametrize(
-    "option", [{"batch": 0}, {"iterations": -1}, {"root_iterations": 1.5}]
+    "option",
+    [{"batch": 0}, {"iterations": -1}, {"root_iterations": 1.5}, {"mode": "some"}],
 )
 def test_bad_search_options_are_refused_by_name(option):
     model = _mlp((3,), 0)
@@ -385,8 +391,8 @@ def test_batches_shrink_to_the_memory_budget_and_still_prove():
     x = np.full((1, 6), 0.2, dtype="float32")
     label = int(keras.ops.convert_to_numpy(model(x)).argmax())
     spec = _margin_spec(label)
-    # the nodes hold 6 + 16 * 4 + 3 values; 2 rows; 4 float64 copies each
-    per_domain = 4 * 8 * 2 * (6 + 16 * 4 + 3)
+    # the nodes hold 6 + 16 * 4 + 3 values; 2 rows; float64 copies
+    per_domain = _AUTOGRAD_COPIES * 8 * 2 * (6 + 16 * 4 + 3)
     calls = []
     with vn.bounds.memory_limit(3 * per_domain / 2**20):
         result = relu_bab(

@@ -14,9 +14,10 @@ that the float32 model must confirm.
 
 Every domain starts from the whole set's node bounds (alpha-CROWN's) with
 its split neurons narrowed, so it keeps nothing but its split signs and the
-slopes and split multipliers its parent's bound optimized: children start
-their few gradient steps from those (a warm start, as beta-CROWN does), and
-many domains per second fit in little memory.
+slopes and split multipliers its parent's bound optimized (in half and
+single precision, the multipliers only at its split neurons): children
+start their few gradient steps from those (a warm start, as beta-CROWN
+does).
 
 Branching picks, per domain, the unstable neuron with the largest BaBSR
 score: the intercept ``-l u / (u - l)`` of its upper line (the largest gap
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from verinet._validation import check_int
+from verinet._validation import check_choice, check_int
 from verinet.bounds.alpha import SlopeStore
 from verinet.bounds.memory import no_grad
 from verinet.bounds.methods import (
@@ -275,35 +276,42 @@ def _warm_start(warm, count):
     }
     betas = {}
     for j in set().union(*(w["beta"] for w in warm)):
-        shape = next(w["beta"][j].shape for w in warm if j in w["beta"])
+        shape = next(w["beta"][j][2] for w in warm if j in w["beta"])
+        dense = np.zeros((count, *shape))
+        for d, w in enumerate(warm):
+            if j in w["beta"]:
+                cols, values, _ = w["beta"][j]
+                dense[d][:, cols] = values
         # A multiplier must be >= 0 for the bound to hold.
-        betas[j] = np.maximum(
-            np.stack([w["beta"].get(j, np.zeros(shape)) for w in warm]), 0.0
-        )
+        betas[j] = np.maximum(dense, 0.0)
     return alphas, betas
 
 
 def _split_state(store, betas, count):
-    """Per domain, its optimized slopes and split multipliers (float32
-    numpy copies: they are only starting points, any value is sound once
-    clipped, so single precision halves what open domains hold)."""
+    """Per domain, its optimized slopes (float16) and split multipliers
+    (float32, only at the split neurons): they are only starting points,
+    any value is sound once clipped, so open domains hold little."""
 
     def per_domain(tensor):
         if tensor is None:
             return [None] * count
         array = ops.convert_to_numpy(tensor.detach())
         # one array per domain, not views that keep the batch alive
-        return [row.astype(np.float32) for row in array]
+        return [row.astype(np.float16) for row in array]
+
+    def sparse(b):  # (rows, neurons): nonzero only at split neurons
+        cols = np.flatnonzero(np.any(b != 0, axis=0))
+        return cols, b[:, cols].astype(np.float32), b.shape
 
     alphas = {
         key: list(zip(*(per_domain(p) for p in pair), strict=True))
         for key, pair in store.slopes.items()
     }
-    beta = {j: per_domain(b) for j, b in betas.items()}
+    beta = {j: ops.convert_to_numpy(b.detach()) for j, b in betas.items()}
     return [
         {
             "alpha": {key: pairs[d] for key, pairs in alphas.items()},
-            "beta": {j: b[d] for j, b in beta.items()},
+            "beta": {j: sparse(b[d]) for j, b in beta.items()},
         }
         for d in range(count)
     ]
@@ -358,11 +366,13 @@ def _try_corners(graph, x, spec, offset, mode, confirm, corners):
     return None
 
 
-def _attack_worst(graph, x, spec, offset, mode, confirm, corners, slack, box, k=8):
+def _attack_worst(
+    graph, x, spec, offset, mode, confirm, corners, slack, box, stop=None, k=8
+):
     """PGD from the bound-minimizing vertices of the ``k`` domains whose
     bounds are worst (where a counterexample most likely hides), on the
     float32 model over the input box ``(lower, upper)``; confirms the first
-    iterate that breaks the property."""
+    iterate that breaks the property; ``stop()`` ends it early."""
     import torch
 
     from verinet.attacks.pgd import ascent
@@ -387,7 +397,8 @@ def _attack_worst(graph, x, spec, offset, mode, confirm, corners, slack, box, k=
 
     steps, size = 10, (upper - lower) / 8
     start = tensor(start)
-    for z, score in ascent(objective, start, None, Box(lower, upper), steps, size):
+    iterates = ascent(objective, start, None, Box(lower, upper), steps, size, stop)
+    for z, score in iterates:
         broken = score < 0 if mode == "all" else score <= 0
         for i in torch.nonzero(broken).ravel().tolist()[:4]:
             found = confirm(z[i : i + 1].cpu().numpy().astype(np.float64))
@@ -483,8 +494,9 @@ def relu_bab(
         perturbation: the input set (L-inf ball, or a ``Box`` of batch 1).
         spec: ``(rows, outputs)`` coefficients.
         confirm: ``confirm(point)`` with a float64 point ``(1, *input_shape)``
-            that the MILP found to break the property: the counterexample it
-            confirms (e.g. on the float32 model), or ``None``.
+            that may break the property (a leaf MILP's solution, a domain's
+            bound-minimizing vertex, a PGD iterate): the counterexample it
+            confirms (inside the set, on the float32 model), or ``None``.
         timeout: seconds.
         offset: ``(rows,)`` right-hand sides (default 0).
         mode: ``"all"`` (certify's margins) or ``"any"`` (a VNN-LIB
@@ -506,9 +518,9 @@ def relu_bab(
             hidden-layer slopes optimized for ``spec`` over
             ``root_iterations`` steps); every domain starts from them.
         progress: optional ``progress(bounded, open, worst)`` called after
-            every batch: domains bounded so far, domains still open, and
-            the worst open domain's bound less the offset (how far from
-            proven the search is).
+            every batch: domains bounded so far, domains queued, and the
+            worst queued domain's bound less the offset (its parent's: how
+            far from proven the search is; ``inf`` once none is queued).
 
     Returns:
         A ``BaBResult`` (``lower`` is meaningful for ``mode="all"``).
@@ -518,6 +530,7 @@ def relu_bab(
     leaf_milp = check_int("leaf_milp", leaf_milp, minimum=0)
     iterations = check_int("iterations", iterations, minimum=0)
     root_iterations = check_int("root_iterations", root_iterations, minimum=0)
+    mode = check_choice("mode", mode, ("all", "any"))
     stop = started + timeout if deadline is None else min(started + timeout, deadline)
     spec = np.asarray(spec, dtype=np.float64)
     rows = spec.shape[0]
@@ -546,6 +559,7 @@ def relu_bab(
     queue = [(0.0, 0, root, None)]
     counter = bounded = 0
     attacking = 0.0  # seconds spent on PGD from the worst domains
+    searching = time.perf_counter()
     unresolved = False
 
     def answer(status, counterexample=None):
@@ -570,21 +584,33 @@ def relu_bab(
             warm=[entry[3] for entry in popped],
         )
         slack = lower - offset
+        empty = _empty(bounds)
+        open_ = ~empty & ~settle(slack > 0, axis=1)
         found = _try_corners(graph, x, spec, offset, mode, confirm, corners)
-        if found is None and attacking <= ATTACK_SHARE * _since(started):
-            # PGD on the worst domains, kept to a small share of the time
+        if (
+            found is None
+            and open_.any()
+            and attacking <= ATTACK_SHARE * _since(searching)
+        ):
+            # PGD on the worst open domains, kept to a small share of the time
             box = (bounds[0][0][0], bounds[0][1][0])
             began = time.perf_counter()
             found = _attack_worst(
-                graph, x, spec, offset, mode, confirm, corners, slack, box
+                graph,
+                x,
+                spec,
+                offset,
+                mode,
+                confirm,
+                corners[open_],
+                slack[open_],
+                box,
+                lambda: time.perf_counter() >= stop,
             )
             attacking += _since(began)
         if found is not None:
             return answer("falsified", found)
         bounded += len(take)
-        if progress is not None:
-            progress(bounded, len(queue), _worst_open(queue, slack, settle, worst))
-        empty = _empty(bounds)
         count_free, picks = _pick_neurons(bounds, take, scores)
         for d, domain in enumerate(take):
             if empty[d]:
@@ -612,6 +638,9 @@ def relu_bab(
                 counter += 1
                 entry = (float(worst(slack[d])), counter, child, states[d])
                 heapq.heappush(queue, entry)
+        if progress is not None:
+            # a queued domain's bound is (at least) its parent's
+            progress(bounded, len(queue), queue[0][0] if queue else np.inf)
     return answer("unknown" if unresolved else "verified")
 
 
@@ -629,14 +658,6 @@ def _batch_in_budget(batch, rows, shapes) -> int:
 #: Float64 coefficient tensors a domain's bound holds per node and row at
 #: once, counting the autograd graph of its gradient steps (a safe guess).
 _AUTOGRAD_COPIES = 4
-
-
-def _worst_open(queue, slack, settle, worst) -> float:
-    """The worst bound (less the offset) over the open domains: those
-    queued and those of this batch not yet proven."""
-    values = [entry[0] for entry in queue[:1]]
-    values += [float(worst(row)) for row in slack if not settle(row > 0)]
-    return min(values) if values else float("inf")
 
 
 def start_bounds(graph, x, perturbation, spec, iterations=20):
