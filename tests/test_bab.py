@@ -409,3 +409,40 @@ def test_batches_shrink_to_the_memory_budget_and_still_prove():
     assert result.status == "verified"
     steps = np.diff([0, *calls])
     assert steps.max() == 3 and len(calls) > 3
+
+
+def test_each_child_starts_from_its_own_parents_state(monkeypatch):
+    """The state a domain's bound returns reaches exactly its two children:
+    every warm start a batch receives was produced by the domain that has
+    the same splits but one."""
+    import verinet.complete.bab as bab
+
+    produced = {}  # id(state) -> the splits of the domain that produced it
+    checked = []
+    original = bab._bound_domains
+
+    def recording(graph, x, perturbation, spec, domains, *args, warm=None, **kw):
+        for domain, state in zip(domains, warm or [None] * len(domains), strict=True):
+            if state is None:
+                continue
+            parent = produced[id(state)]
+            diff = sum(int(np.sum(domain[j] != parent[j])) for j in domain)
+            same_signs = all(
+                np.all((parent[j] == 0) | (parent[j] == domain[j])) for j in domain
+            )
+            checked.append(diff == 1 and same_signs)
+        out = original(graph, x, perturbation, spec, domains, *args, warm=warm, **kw)
+        for domain, state in zip(domains, out[-1], strict=True):
+            produced[id(state)] = {j: s.copy() for j, s in domain.items()}
+        return out
+
+    monkeypatch.setattr(bab, "_bound_domains", recording)
+    model = _mlp((16, 16), 1, inputs=6)
+    _, graph = bound_model(model)
+    x = np.full((1, 6), 0.2, dtype="float32")
+    label = int(keras.ops.convert_to_numpy(model(x)).argmax())
+    result = relu_bab(
+        graph, x, LinfBall(0.05), _margin_spec(label), lambda p: None, 60, batch=8
+    )
+    assert result.status == "verified"
+    assert len(checked) >= 10 and all(checked)
