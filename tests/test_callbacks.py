@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import verinet as vn
-from verinet import layers
+from small_models import digits_mlp
 
 EPSILON = 0.1
 
@@ -16,16 +16,8 @@ def data():
     return (x[:320], y[:320]), (x_test[:120], y_test[:120])
 
 
-def mlp(bn=False):
-    stack = [layers.Input((8, 8, 1)), layers.Flatten(), layers.Dense(32)]
-    if bn:
-        stack.append(layers.BatchNormalization())
-    stack += [layers.ReLU(), layers.Dense(10)]
-    return vn.Sequential(stack)
-
-
 def ibp_model(bn=False, ramp_epochs=4, learning_rate=1e-2):
-    model = mlp(bn)
+    model = digits_mlp(bn)
     model.compile(
         keras.optimizers.Adam(learning_rate),
         robust="ibp",
@@ -156,7 +148,7 @@ def test_drives_early_stopping_and_checkpoint_at_the_target(data, tmp_path):
     assert best in (0, 1)
     epochs_run = len(history.history["loss"])
     assert epochs_run == best + 3 < 10  # stopped `patience` epochs after the best
-    restored = mlp()
+    restored = digits_mlp()
     restored.load_weights(path)
     for saved, at_best in zip(
         restored.get_weights(), recorder.weights[best], strict=True
@@ -228,7 +220,7 @@ def test_warns_when_a_monitor_comes_first(data):
 
 def test_needs_an_epsilon_without_a_robust_compile(data):
     (x, y), (x_val, y_val) = data
-    model = mlp()
+    model = digits_mlp()
     model.compile("adam")
     before = model.get_weights()
     certifier = vn.callbacks.CertifyEvery(x_val, y_val)

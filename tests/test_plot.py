@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from small_models import digits_mlp  # noqa: E402
 
 import verinet as vn  # noqa: E402
 from verinet import layers  # noqa: E402
@@ -32,15 +33,7 @@ def trained():
     keras.utils.set_random_seed(0)
     (x, y), (x_test, y_test) = vn.datasets.digits()
     x, y, x_test, y_test = x[:320], y[:320], x_test[:80], y_test[:80]
-    model = vn.Sequential(
-        [
-            layers.Input((8, 8, 1)),
-            layers.Flatten(),
-            layers.Dense(32),
-            layers.ReLU(),
-            layers.Dense(10),
-        ]
-    )
+    model = digits_mlp()
     model.compile(
         keras.optimizers.Adam(1e-2),
         robust="ibp",

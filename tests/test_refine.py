@@ -5,6 +5,7 @@ import importlib
 import keras  # noqa: I001
 import numpy as np
 import pytest
+from small_models import digits_mlp
 
 import verinet as vn
 from verinet import layers
@@ -25,15 +26,7 @@ def trained(data, learning_rate=1e-2):
     """A small IBP-trained MLP (the epsilon ramp already complete)."""
     (x, y), _ = data
     keras.utils.set_random_seed(0)
-    model = vn.Sequential(
-        [
-            layers.Input((8, 8, 1)),
-            layers.Flatten(),
-            layers.Dense(32),
-            layers.ReLU(),
-            layers.Dense(10),
-        ]
-    )
+    model = digits_mlp()
     model.compile(
         keras.optimizers.Adam(learning_rate),
         robust="ibp",
